@@ -1,0 +1,3 @@
+from onnxaudit.cli import main
+
+main()
