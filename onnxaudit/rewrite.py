@@ -1,0 +1,190 @@
+"""Explicit ONNX graph passes: each takes a model and returns a new one, leaving the input untouched.
+
+The passes never change the numbers of the original outputs: they only add nodes whose results are
+new graph outputs, or prepend nodes in front of the original input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxaudit.errors import AuditError
+
+NCHW_FROM_NHWC = (0, 3, 1, 2)
+
+
+def _unique(graph: onnx.GraphProto, stem: str) -> str:
+    """A tensor or node name not used anywhere in `graph`, derived from `stem`."""
+    taken = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
+    taken |= {t.name for t in graph.initializer}
+    for node in graph.node:
+        taken.update(node.input)
+        taken.update(node.output)
+        taken.add(node.name)
+    name, i = stem, 0
+    while name in taken:
+        i += 1
+        name = f"{stem}_{i}"
+    return name
+
+
+def _constant(graph: onnx.GraphProto, stem: str, value: np.ndarray) -> str:
+    name = _unique(graph, stem)
+    graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def canonicalize_input(
+    model: onnx.ModelProto,
+    layout: str,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> onnx.ModelProto:
+    """Make the model take NCHW float32 pixels in [0, 1].
+
+    Prepends, in this order, the `(x - mean) / std` normalisation, the NCHW -> NHWC transpose for
+    NHWC models, and a cast for non-float32 inputs. Analyses then blend, clip and differentiate in
+    raw pixel space, before the model's own normalisation.
+    """
+    model = _copy(model)
+    graph = model.graph
+    original = _graph_inputs(graph)[0]
+    elem_type = original.type.tensor_type.elem_type
+    if layout == "NCHW" and mean is None and std is None and elem_type == TensorProto.FLOAT:
+        return model
+
+    dims = list(original.type.tensor_type.shape.dim)
+    if layout == "NHWC":
+        dims = [dims[i] for i in NCHW_FROM_NHWC]
+    inner = _unique(graph, f"{original.name}__model_input")
+    for node in graph.node:
+        node.input[:] = [inner if name == original.name else name for name in node.input]
+    for out in graph.output:
+        if out.name == original.name:
+            raise AuditError("the model's input is also one of its outputs; cannot rewrite it")
+
+    nodes, current = [], original.name
+    if mean is not None or std is not None:
+        channels = len(mean if mean is not None else std)
+        shape = (1, channels, 1, 1)
+        mean_arr = np.asarray(mean if mean is not None else [0.0] * channels, np.float32)
+        std_arr = np.asarray(std if std is not None else [1.0] * channels, np.float32)
+        mean_name = _constant(graph, "onnxaudit_mean", mean_arr.reshape(shape))
+        std_name = _constant(graph, "onnxaudit_std", std_arr.reshape(shape))
+        centred = _unique(graph, "onnxaudit_centred")
+        normalised = _unique(graph, "onnxaudit_normalised")
+        nodes += [
+            helper.make_node("Sub", [current, mean_name], [centred], name=centred),
+            helper.make_node("Div", [centred, std_name], [normalised], name=normalised),
+        ]
+        current = normalised
+    if layout == "NHWC":
+        nhwc = _unique(graph, "onnxaudit_nhwc")
+        nodes.append(helper.make_node("Transpose", [current], [nhwc], perm=[0, 2, 3, 1], name=nhwc))
+        current = nhwc
+    if elem_type != TensorProto.FLOAT:
+        cast = _unique(graph, "onnxaudit_cast")
+        nodes.append(helper.make_node("Cast", [current], [cast], to=elem_type, name=cast))
+        current = cast
+    nodes.append(helper.make_node("Identity", [current], [inner], name=inner))
+
+    new_input = helper.make_tensor_value_info(original.name, TensorProto.FLOAT, None)
+    new_input.type.tensor_type.shape.dim.extend(dims)
+    position = list(graph.input).index(original)
+    graph.input.remove(original)
+    graph.input.insert(position, new_input)
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    return model
+
+
+def expose_tensors(
+    model: onnx.ModelProto,
+    names: list[str],
+    layouts: dict[str, str] | None = None,
+    grid: int | None = None,
+    shapes: dict[str, tuple[int, int]] | None = None,
+) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """Add `names` as graph outputs; returns the new model and a map name -> output name.
+
+    4-D feature maps come out NCHW (an in-graph Transpose for NHWC ones). With `grid`, each map is
+    average-pooled on the device to at most grid x grid positions (exactly as adaptive average
+    pooling) and returned as regional features (N, R, C), R = positions in row-major order, so
+    only the reduced tensor is copied out. `shapes` gives each map's (H, W), needed for pooling.
+    """
+    model = _copy(model)
+    graph = model.graph
+    layouts = layouts or {}
+    produced = {out for node in graph.node for out in node.output}
+    produced |= {i.name for i in graph.input}
+    existing_outputs = {o.name for o in graph.output}
+    mapping: dict[str, str] = {}
+    for name in names:
+        if name not in produced:
+            raise AuditError(f"no tensor named {name!r} in the model")
+        current = name
+        if layouts.get(name) == "NHWC":
+            current = _append(graph, "Transpose", [current], f"{name}::nchw", perm=list(NCHW_FROM_NHWC))
+        if grid is not None:
+            if shapes is None or name not in shapes:
+                raise AuditError(f"the spatial size of {name!r} is unknown; cannot pool it")
+            current = _regional(graph, current, name, shapes[name], grid)
+        if current == name and name in existing_outputs:
+            mapping[name] = name
+            continue
+        if current == name:
+            current = _append(graph, "Identity", [name], f"{name}::out")
+        graph.output.append(helper.make_tensor_value_info(current, TensorProto.FLOAT, None))
+        mapping[name] = current
+    return model, mapping
+
+
+def adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size) averaging matrix of adaptive average pooling along one axis."""
+    matrix = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start, stop = (i * size) // out, -((-(i + 1) * size) // out)
+        matrix[i, start:stop] = 1.0 / (stop - start)
+    return matrix
+
+
+def _regional(graph: onnx.GraphProto, tensor: str, name: str, hw: tuple[int, int], grid: int) -> str:
+    """Pool an NCHW map to at most grid x grid and reshape it to (N, R, C) regional features."""
+    height, width = hw
+    out_h, out_w = min(grid, height), min(grid, width)
+    pooled = tensor
+    if (out_h, out_w) != (height, width):
+        if height % out_h == 0 and width % out_w == 0:
+            kernel = [height // out_h, width // out_w]
+            pooled = _append(
+                graph, "AveragePool", [tensor], f"{name}::pool", kernel_shape=kernel, strides=kernel
+            )
+        else:  # adaptive windows of unequal size: two small matrix products
+            pool_w = _constant(graph, f"{name}::pool_w", adaptive_pool_matrix(width, out_w).T.copy())
+            pool_h = _constant(graph, f"{name}::pool_h", adaptive_pool_matrix(height, out_h).T.copy())
+            along_w = _append(graph, "MatMul", [tensor, pool_w], f"{name}::pool_cols")
+            swapped = _append(graph, "Transpose", [along_w], f"{name}::swap", perm=[0, 1, 3, 2])
+            along_h = _append(graph, "MatMul", [swapped, pool_h], f"{name}::pool_rows")
+            pooled = _append(graph, "Transpose", [along_h], f"{name}::pool", perm=[0, 1, 3, 2])
+    shape = _constant(graph, f"{name}::flat_shape", np.array([0, 0, -1], np.int64))
+    flat = _append(graph, "Reshape", [pooled, shape], f"{name}::flat")
+    return _append(graph, "Transpose", [flat], f"{name}::regions", perm=[0, 2, 1])
+
+
+def _append(graph: onnx.GraphProto, op: str, inputs: list[str], stem: str, **attrs) -> str:
+    output = _unique(graph, stem)
+    graph.node.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+    return output
+
+
+def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    initializers = {t.name for t in graph.initializer}
+    return [i for i in graph.input if i.name not in initializers]
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
