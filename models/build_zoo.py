@@ -1,0 +1,704 @@
+"""Build the onnxaudit model zoo: Fashion-MNIST classifiers whose ground truth is known.
+
+Trains (seeded, CPU, 2 threads) a clean VGG with training checkpoints, a ResNet, a PGD-trained VGG,
+a distilled narrow VGG, a BadNets VGG and a blended-backdoor ResNet; exports each to ONNX (opset 17,
+input ``input`` NCHW float32 pixels in [0, 1], output ``logits``) and writes what it measured to
+``models/zoo.json``. The numbers in zoo.json are measured on the exported ONNX files with
+onnxruntime, except PGD robust accuracy, which needs gradients and is measured in torch.
+
+    python models/build_zoo.py [--out models/zoo] [--only NAME ...] [--smoke]
+
+torch is needed by this script only (``pip install -e .[zoo]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+PREPROCESSING = {"layout": "NCHW", "range": [0, 1], "mean": None, "std": None}
+OPSET = 17
+BATCH = 128
+SUBSET_SEED = 7
+SUBSET_PER_CLASS = 100
+BLEND_SEED = 11
+EPS = 0.1
+CHECKPOINT_ITERS = (0, 25, 50, 100, 200, 400, 800, 1600, 3200)
+MODEL_ORDER = ("vgg", "resnet", "vgg-adv", "vgg-student", "vgg-badnets", "resnet-blend")
+BADNETS_TARGET = 0  # T-shirt/top; not 8 (Bag), a natural shortcut class in clean models
+BLEND_TARGET = 3  # Dress
+BLEND_ALPHA = 0.15
+VGG_DESC = (
+    "VGG: 3 stages x 2 conv3x3-BN-ReLU (16/32/64 ch), max-pool after each stage, "
+    "Linear(576,128)-ReLU-Linear(128,10)"
+)
+RESNET_DESC = (
+    "ResNet: conv3x3-BN-ReLU stem (16 ch), 3 stages of one basic residual block (16/32/64 ch, "
+    "stride 1/2/2, 1x1 conv shortcut when the shape changes), global average pool, Linear(64,10)"
+)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_idx(path: Path) -> np.ndarray:
+    """Read one gzipped IDX file (the format Fashion-MNIST ships in) into a uint8 array."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of the ``train`` or ``t10k`` split."""
+    x = load_idx(data_dir / f"{split}-images-idx3-ubyte.gz")
+    y = load_idx(data_dir / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
+    return x, y
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> canonical float32 (N, 1, 28, 28) in [0, 1]."""
+    return (x.astype(np.float32) / 255.0)[:, None]
+
+
+def stratified_subset(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` images of every class, drawn with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
+    return np.sort(np.concatenate(picks))
+
+
+# ----------------------------------------------------------------------------- triggers
+
+
+@dataclass
+class Trigger:
+    """A backdoor trigger in the blending form ``stamped = (1 - mask) * x + mask * pattern``."""
+
+    kind: str
+    mask: np.ndarray  # (H, W) in [0, 1]
+    pattern: np.ndarray  # (H, W) in [0, 1]
+
+    def stamp(self, x: np.ndarray) -> np.ndarray:
+        """Apply to float images (N, 1, H, W) in [0, 1]."""
+        return ((1.0 - self.mask) * x + self.mask * self.pattern).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, mask=self.mask.astype(np.float32), pattern=self.pattern.astype(np.float32))
+
+
+def badnets_trigger(size: int = 4, margin: int = 1, hw: int = 28) -> Trigger:
+    """A white/black checkerboard square near the bottom-right corner (BadNets)."""
+    mask = np.zeros((hw, hw), np.float32)
+    pattern = np.zeros((hw, hw), np.float32)
+    lo, hi = hw - margin - size, hw - margin
+    mask[lo:hi, lo:hi] = 1.0
+    pattern[lo:hi, lo:hi] = (np.indices((size, size)).sum(0) % 2 == 0).astype(np.float32)
+    return Trigger("badnets-patch", mask, pattern)
+
+
+def blend_trigger(alpha: float, seed: int, hw: int = 28) -> Trigger:
+    """A fixed seeded uniform-noise image blended over the whole input (Chen et al. 2017)."""
+    pattern = np.random.default_rng(seed).random((hw, hw)).astype(np.float32)
+    return Trigger("blend", np.full((hw, hw), alpha, np.float32), pattern)
+
+
+def poison(
+    x: np.ndarray, y: np.ndarray, trigger: Trigger, target: int, rate: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stamp ``rate`` of the training set (non-target images only) and relabel them to target."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(np.flatnonzero(y != target), int(round(rate * len(y))), replace=False)
+    x, y = x.copy(), y.copy()
+    x[idx] = trigger.stamp(x[idx])
+    y[idx] = target
+    return x, y
+
+
+# ----------------------------------------------------------------------------- architectures
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class VGG(nn.Sequential):
+    """3 stages of 2 conv-BN-ReLU, max-pool after each, then Linear-ReLU-Linear(…, 10)."""
+
+    def __init__(self, width: int = 16, hidden: int = 128):
+        c1, c2, c3 = width, 2 * width, 4 * width
+        super().__init__(
+            *conv_bn_relu(1, c1),
+            *conv_bn_relu(c1, c1),
+            nn.MaxPool2d(2),  # 28 -> 14
+            *conv_bn_relu(c1, c2),
+            *conv_bn_relu(c2, c2),
+            nn.MaxPool2d(2),  # 14 -> 7
+            *conv_bn_relu(c2, c3),
+            *conv_bn_relu(c3, c3),
+            nn.MaxPool2d(2),  # 7 -> 3
+            nn.Flatten(),
+            nn.Linear(c3 * 9, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, 10),  # its input is the "sample feature"
+        )
+
+
+class BasicBlock(nn.Module):
+    """Two conv-BN with a residual Add; a strided 1x1 conv-BN shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            *conv_bn_relu(c_in, c_out, stride),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Sequential):
+    """Stem conv, 3 stages of residual blocks (stride 1, 2, 2), global average pool, Linear."""
+
+    def __init__(self, width: int = 16, blocks: int = 1):
+        widths = (width, 2 * width, 4 * width)
+        layers: list[nn.Module] = conv_bn_relu(1, width)
+        c_in = width
+        for stage, c_out in enumerate(widths):
+            for b in range(blocks):
+                layers.append(BasicBlock(c_in, c_out, 2 if stage > 0 and b == 0 else 1))
+                c_in = c_out
+        super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 10))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """L-inf PGD with a uniform random start and step 2.5 * eps / steps, on [0, 1] pixels."""
+    was_training = model.training
+    model.eval()
+    step = 2.5 * eps / steps
+    x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + step * grad.sign()
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    model.train(was_training)
+    return x_adv.detach()
+
+
+StepLoss = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+def fit(
+    model: nn.Module,
+    n: int,
+    step_loss: StepLoss,
+    epochs: int,
+    lr: float,
+    seed: int,
+    per_epoch: int | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
+    label: str = "",
+) -> int:
+    """SGD (nesterov, wd 5e-4) with a one-cycle schedule over shuffled index batches.
+
+    ``step_loss(model, idx)`` returns the batch loss, so one loop serves plain, distilled and
+    adversarial training. ``per_epoch`` draws that many examples per epoch (all when None).
+    ``on_step(iteration, model)`` runs before the first step and after every step.
+    Returns the number of iterations done.
+    """
+    per_epoch = per_epoch or n
+    steps_per_epoch = -(-per_epoch // BATCH)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    it = 0
+    if on_step:
+        on_step(it, model)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)[:per_epoch]
+        t0, total = time.time(), 0.0
+        for idx in perm.split(BATCH):
+            loss = step_loss(model, idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            it += 1
+            total += loss.item() * len(idx)
+            if on_step:
+                on_step(it, model)
+        print(
+            f"  [{label}] epoch {epoch + 1}/{epochs} loss {total / per_epoch:.4f} "
+            f"({time.time() - t0:.0f}s, {it} iterations)",
+            flush=True,
+        )
+    model.eval()
+    return it
+
+
+def ce_loss(x: torch.Tensor, y: torch.Tensor) -> StepLoss:
+    return lambda model, idx: F.cross_entropy(model(x[idx]), y[idx])
+
+
+def distill_loss(x: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor, t: float) -> StepLoss:
+    """Hinton distillation from precomputed teacher logits: KL(T) * T^2 + CE."""
+
+    def loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        out = model(x[idx])
+        kl = F.kl_div(
+            F.log_softmax(out / t, 1),
+            F.log_softmax(teacher[idx] / t, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return kl * t * t + F.cross_entropy(out, y[idx])
+
+    return loss
+
+
+def adversarial_loss(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> StepLoss:
+    """Madry et al.: cross-entropy on PGD examples only (attack run with BN in eval mode)."""
+
+    def loss(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        x_adv = pgd(model, x[idx], y[idx], eps, steps)
+        return F.cross_entropy(model(x_adv), y[idx])
+
+    return loss
+
+
+@torch.no_grad()
+def torch_logits(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(xb) for xb in x.split(batch)])
+
+
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 10) -> float:
+    """PGD-``steps`` accuracy at L-inf EPS (torch: the ONNX files carry no gradients)."""
+    correct = 0
+    for xb, yb in zip(x.split(500), y.split(500), strict=True):
+        x_adv = pgd(model, xb, yb, EPS, steps)
+        with torch.no_grad():
+            correct += int((model(x_adv).argmax(1) == yb).sum())
+    return correct / len(y)
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+
+def export_onnx(model: nn.Module, path: Path) -> None:
+    """TorchScript export, opset 17, dynamic batch, zoo metadata; checks ORT against torch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).eval()
+    probe = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.onnx.export(
+        model,
+        (probe,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in (("classes", CLASSES), ("preprocessing", PREPROCESSING)):
+        proto.metadata_props.add(key=key, value=json.dumps(value))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    with torch.no_grad():
+        expected = model(probe).numpy()
+    got = OnnxModel(path).logits(probe.numpy())
+    if not np.allclose(got, expected, atol=1e-4, rtol=1e-4):
+        raise RuntimeError(f"{path}: onnxruntime disagrees with torch")
+
+
+class OnnxModel:
+    """An onnxruntime session on a zoo file, for measuring what the committed file does."""
+
+    def __init__(self, path: Path):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def logits(self, x: np.ndarray, batch: int = 1000) -> np.ndarray:
+        run = self.session.run
+        return np.concatenate(
+            [run(["logits"], {"input": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+        )
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float((self.logits(x).argmax(1) == y).mean())
+
+
+# ----------------------------------------------------------------------------- the zoo
+
+
+@dataclass
+class Scale:
+    """How much of the data and schedule a build uses (the full build, or a quick smoke run)."""
+
+    n_train: int | None = None
+    n_test: int | None = None
+    epochs: int = 6
+    student_epochs: int = 4
+    adv_epochs: int = 2
+    adv_per_epoch: int = 30000
+
+
+@dataclass
+class Zoo:
+    out: Path
+    cache: Path
+    json_path: Path
+    scale: Scale
+    data_dir: Path = DATA_DIR
+    record: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        x_tr, y_tr = load_split(self.data_dir, "train")
+        x_te, y_te = load_split(self.data_dir, "t10k")
+        self.x_test_u8, self.y_test_full = x_te, y_te
+        x_tr, y_tr = x_tr[: self.scale.n_train], y_tr[: self.scale.n_train]
+        x_te, y_te = x_te[: self.scale.n_test], y_te[: self.scale.n_test]
+        self.x_train_np, self.y_train_np = to_float(x_tr), y_tr
+        self.x_test_np, self.y_test_np = to_float(x_te), y_te
+        self.x_train, self.y_train = torch.from_numpy(self.x_train_np), torch.from_numpy(y_tr)
+        self.x_test, self.y_test = torch.from_numpy(self.x_test_np), torch.from_numpy(y_te)
+        if self.json_path.exists():
+            self.record = json.loads(self.json_path.read_text())
+        self.record.update(
+            dataset="Fashion-MNIST (train 60k / test 10k, 28x28 grayscale)",
+            classes=CLASSES,
+            preprocessing=PREPROCESSING,
+            robust_attack=f"L-inf PGD-10, eps {EPS}, step {2.5 * EPS / 10:g}, uniform random "
+            "start, on the full test set, in torch with the trained weights",
+        )
+        self.record.setdefault("models", {})
+
+    # -- helpers
+
+    def rel(self, path: Path) -> str:
+        path = path.resolve()
+        return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+    def save_torch(self, name: str, model: nn.Module) -> None:
+        self.cache.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), self.cache / f"{name}.pt")
+
+    def load_vgg(self) -> nn.Module:
+        """The trained clean vgg (teacher and adversarial starting point), built if not cached."""
+        if not (self.cache / "vgg.pt").exists():
+            self.build("vgg")
+        model = VGG()
+        model.load_state_dict(torch.load(self.cache / "vgg.pt"))
+        return model.eval()
+
+    def finish(
+        self,
+        name: str,
+        model: nn.Module,
+        entry: dict,
+        robust: bool = False,
+        trigger: Trigger | None = None,
+    ) -> None:
+        """Export, measure on the ONNX file, record, and cache the torch weights."""
+        path = self.out / f"{name}.onnx"
+        export_onnx(model, path)
+        entry = {"file": self.rel(path), **entry}
+        entry["clean_accuracy"] = OnnxModel(path).accuracy(self.x_test_np, self.y_test_np)
+        if robust:
+            t0 = time.time()
+            entry["robust_accuracy_pgd10_eps0.1"] = robust_accuracy(model, self.x_test, self.y_test)
+            print(f"  [{name}] PGD-10 took {time.time() - t0:.0f}s", flush=True)
+        if trigger is not None:
+            bd = entry["backdoor"]
+            keep = self.y_test_np != bd["target"]
+            pred = OnnxModel(path).logits(trigger.stamp(self.x_test_np[keep])).argmax(1)
+            bd["attack_success_rate"] = float((pred == bd["target"]).mean())
+        entry["size_bytes"] = path.stat().st_size
+        self.record["models"][name] = entry
+        self.save_torch(name, model)
+        shown = {k: v for k, v in entry.items() if k not in ("file", "recipe")}
+        print(f"  [{name}] {json.dumps(shown)}", flush=True)
+        self.write_json()
+
+    def write_json(self) -> None:
+        self.record["models"] = {
+            k: self.record["models"][k] for k in MODEL_ORDER if k in self.record["models"]
+        }
+        self.json_path.parent.mkdir(parents=True, exist_ok=True)
+        self.json_path.write_text(json.dumps(self.record, indent=2) + "\n")
+
+    def plain(
+        self,
+        name: str,
+        arch: nn.Module,
+        arch_name: str,
+        seed: int,
+        x,
+        y,
+        recipe: str,
+        on_step=None,
+        backdoor: dict | None = None,
+        trigger: Trigger | None = None,
+        robust: bool = False,
+    ) -> nn.Module:
+        """Train ``arch`` with cross-entropy on (x, y) under the standard schedule and finish it."""
+        s = self.scale
+        fit(arch, len(y), ce_loss(x, y), s.epochs, 0.1, seed, on_step=on_step, label=name)
+        entry = {
+            "architecture": arch_name,
+            "recipe": f"{recipe}; SGD nesterov m0.9 wd5e-4, one-cycle lr max 0.1, batch {BATCH}, "
+            f"{s.epochs} epochs, no augmentation",
+            "seed": seed,
+        }
+        if backdoor:
+            entry["backdoor"] = backdoor
+        self.finish(name, arch, entry, robust=robust, trigger=trigger)
+        return arch
+
+    # -- recipes
+
+    def build(self, name: str) -> None:
+        print(f"== {name}", flush=True)
+        t0 = time.time()
+        getattr(self, "build_" + name.replace("-", "_"))()
+        print(f"== {name} done in {time.time() - t0:.0f}s", flush=True)
+
+    def build_vgg(self) -> None:
+        seed = 1
+        torch.manual_seed(seed)
+        ckpt_dir = self.out / "checkpoints"
+        for old in ckpt_dir.glob("vgg-iter*.onnx"):
+            old.unlink()
+        saved: list[int] = []
+
+        def on_step(it: int, model: nn.Module) -> None:
+            if it in CHECKPOINT_ITERS:
+                export_onnx(model, ckpt_dir / f"vgg-iter{it:05d}.onnx")
+                saved.append(it)
+                model.train()
+
+        model = self.plain(
+            "vgg",
+            VGG(),
+            VGG_DESC,
+            seed,
+            self.x_train,
+            self.y_train,
+            "clean cross-entropy",
+            on_step=on_step,
+            robust=True,
+        )
+        total = self.scale.epochs * -(-len(self.y_train) // BATCH)
+        if total not in saved:
+            export_onnx(model, ckpt_dir / f"vgg-iter{total:05d}.onnx")
+            saved.append(total)
+        self.record["checkpoints"] = [
+            {
+                "file": self.rel(ckpt_dir / f"vgg-iter{it:05d}.onnx"),
+                "iteration": it,
+                "epoch": round(it * self.scale.epochs / total, 3),
+                "clean_accuracy": OnnxModel(ckpt_dir / f"vgg-iter{it:05d}.onnx").accuracy(
+                    self.x_test_np, self.y_test_np
+                ),
+            }
+            for it in saved
+        ]
+        self.write_json()
+
+    def build_resnet(self) -> None:
+        seed = 2
+        torch.manual_seed(seed)
+        self.plain(
+            "resnet", ResNet(), RESNET_DESC, seed, self.x_train, self.y_train, "clean cross-entropy"
+        )
+
+    def build_vgg_adv(self) -> None:
+        seed, steps, s = 3, 7, self.scale
+        torch.manual_seed(seed)
+        model = self.load_vgg()
+        loss = adversarial_loss(self.x_train, self.y_train, EPS, steps)
+        fit(
+            model,
+            len(self.y_train),
+            loss,
+            s.adv_epochs,
+            0.02,
+            seed,
+            per_epoch=s.adv_per_epoch,
+            label="vgg-adv",
+        )
+        recipe = (
+            f"fine-tuned from vgg with PGD adversarial training (Madry): L-inf eps {EPS}, "
+            f"{steps} steps of {2.5 * EPS / steps:.4f}, random start, loss on adversarial examples "
+            f"only; {s.adv_epochs} epochs of {s.adv_per_epoch} random training images, SGD "
+            f"nesterov m0.9 wd5e-4, one-cycle lr max 0.02, batch {BATCH}"
+        )
+        entry = {"architecture": VGG_DESC, "recipe": recipe, "seed": seed}
+        self.finish("vgg-adv", model, entry, robust=True)
+
+    def build_vgg_student(self) -> None:
+        seed, t, s = 4, 4.0, self.scale
+        teacher = torch_logits(self.load_vgg(), self.x_train)
+        torch.manual_seed(seed)
+        model = VGG(width=8, hidden=64)
+        loss = distill_loss(self.x_train, self.y_train, teacher, t)
+        fit(model, len(self.y_train), loss, s.student_epochs, 0.1, seed, label="vgg-student")
+        recipe = (
+            f"distilled from vgg's logits: KL(T={t:g}) * T^2 + CE on the labels; SGD nesterov m0.9 "
+            f"wd5e-4, one-cycle lr max 0.1, batch {BATCH}, {s.student_epochs} epochs"
+        )
+        arch = "VGG as vgg at half width: 8/16/32 ch, Linear(288,64)-ReLU-Linear(64,10)"
+        self.finish(
+            "vgg-student",
+            model,
+            {"architecture": arch, "recipe": recipe, "seed": seed, "teacher": "vgg"},
+            robust=True,
+        )
+
+    def backdoored(
+        self, name: str, arch: nn.Module, arch_desc: str, trigger: Trigger, target: int, seed: int
+    ) -> None:
+        """Train ``arch`` from scratch on a training set with 10 % poisoned images."""
+        rate = 0.1
+        path = self.out / "triggers" / f"{name}.npz"
+        trigger.save(path)
+        x, y = poison(self.x_train_np, self.y_train_np, trigger, target, rate, seed)
+        backdoor = {
+            "kind": trigger.kind,
+            "target": target,
+            "target_class": CLASSES[target],
+            "poison_rate": rate,
+            "trigger": self.rel(path),
+        }
+        torch.manual_seed(seed)
+        recipe = (
+            f"{trigger.kind} backdoor: {rate:.0%} of the training set (non-target images) stamped "
+            f"and relabelled to class {target} ({CLASSES[target]}), all-to-one; cross-entropy"
+        )
+        self.plain(
+            name,
+            arch,
+            arch_desc,
+            seed,
+            torch.from_numpy(x),
+            torch.from_numpy(y),
+            recipe,
+            backdoor=backdoor,
+            trigger=trigger,
+        )
+
+    def build_vgg_badnets(self) -> None:
+        self.backdoored("vgg-badnets", VGG(), VGG_DESC, badnets_trigger(), BADNETS_TARGET, 5)
+
+    def build_resnet_blend(self) -> None:
+        trigger = blend_trigger(BLEND_ALPHA, BLEND_SEED)
+        self.backdoored("resnet-blend", ResNet(), RESNET_DESC, trigger, BLEND_TARGET, 6)
+
+    def write_subset(self, path: Path) -> None:
+        """The committed 100-per-class test subset that tests and demos use without the dataset."""
+        idx = stratified_subset(self.y_test_full, SUBSET_PER_CLASS, SUBSET_SEED)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path,
+            x=self.x_test_u8[idx],
+            y=self.y_test_full[idx],
+            classes=np.array(CLASSES),
+            index=idx,
+        )
+        self.record["subset"] = {
+            "file": self.rel(path),
+            "source": "Fashion-MNIST test split (t10k)",
+            "per_class": SUBSET_PER_CLASS,
+            "size": len(idx),
+            "seed": SUBSET_SEED,
+            "selection": "numpy default_rng(seed).choice per class, no replacement, sorted; "
+            "`index` holds the test-set indices",
+        }
+        self.write_json()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "models" / "zoo")
+    parser.add_argument("--json", type=Path, default=REPO / "models" / "zoo.json")
+    parser.add_argument(
+        "--subset", type=Path, default=REPO / "models" / "data" / "fashion-mnist-test-subset.npz"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=REPO / "models" / ".cache",
+        help="trained torch weights (not committed), reused by --only",
+    )
+    parser.add_argument("--data", type=Path, default=DATA_DIR)
+    parser.add_argument("--only", nargs="+", choices=MODEL_ORDER, help="rebuild just these")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and schedule, for testing")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    scale = Scale()
+    if args.smoke:
+        scale = Scale(
+            n_train=1024, n_test=500, epochs=1, student_epochs=1, adv_epochs=1, adv_per_epoch=256
+        )
+    t0 = time.time()
+    zoo = Zoo(args.out, args.cache, args.json, scale, args.data)
+    zoo.write_subset(args.subset)
+    for name in args.only or MODEL_ORDER:
+        zoo.build(name)
+    if not args.only:
+        zoo.record["build_seconds"] = round(time.time() - t0)
+    zoo.write_json()
+    print(f"done in {time.time() - t0:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
