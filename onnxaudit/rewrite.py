@@ -126,7 +126,9 @@ def expose_tensors(
             raise AuditError(f"no tensor named {name!r} in the model")
         current = name
         if layouts.get(name) == "NHWC":
-            current = _append(graph, "Transpose", [current], f"{name}::nchw", perm=list(NCHW_FROM_NHWC))
+            current = _append(
+                graph, "Transpose", [current], f"{name}::nchw", perm=list(NCHW_FROM_NHWC)
+            )
         if grid is not None:
             if shapes is None or name not in shapes:
                 raise AuditError(f"the spatial size of {name!r} is unknown; cannot pool it")
@@ -138,7 +140,23 @@ def expose_tensors(
             current = _append(graph, "Identity", [name], f"{name}::out")
         graph.output.append(helper.make_tensor_value_info(current, TensorProto.FLOAT, None))
         mapping[name] = current
-    return model, mapping
+    return _with_output_shapes(model), mapping
+
+
+def _with_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fill in the types of the new outputs by shape inference, then check the model."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
+    for out in model.graph.output:
+        if not out.type.tensor_type.HasField("shape") and out.name in known:
+            out.type.CopyFrom(known[out.name].type)
+    try:
+        onnx.checker.check_model(model)
+    except ValueError:  # models over 2 GB cannot be checked in memory; the file was checked on load
+        pass
+    except onnx.checker.ValidationError as exc:
+        raise AuditError(f"the rewritten graph is invalid: {str(exc).splitlines()[0]}") from exc
+    return model
 
 
 def adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
@@ -150,7 +168,9 @@ def adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
     return matrix
 
 
-def _regional(graph: onnx.GraphProto, tensor: str, name: str, hw: tuple[int, int], grid: int) -> str:
+def _regional(
+    graph: onnx.GraphProto, tensor: str, name: str, hw: tuple[int, int], grid: int
+) -> str:
     """Pool an NCHW map to at most grid x grid and reshape it to (N, R, C) regional features."""
     height, width = hw
     out_h, out_w = min(grid, height), min(grid, width)
@@ -162,8 +182,12 @@ def _regional(graph: onnx.GraphProto, tensor: str, name: str, hw: tuple[int, int
                 graph, "AveragePool", [tensor], f"{name}::pool", kernel_shape=kernel, strides=kernel
             )
         else:  # adaptive windows of unequal size: two small matrix products
-            pool_w = _constant(graph, f"{name}::pool_w", adaptive_pool_matrix(width, out_w).T.copy())
-            pool_h = _constant(graph, f"{name}::pool_h", adaptive_pool_matrix(height, out_h).T.copy())
+            pool_w = _constant(
+                graph, f"{name}::pool_w", adaptive_pool_matrix(width, out_w).T.copy()
+            )
+            pool_h = _constant(
+                graph, f"{name}::pool_h", adaptive_pool_matrix(height, out_h).T.copy()
+            )
             along_w = _append(graph, "MatMul", [tensor, pool_w], f"{name}::pool_cols")
             swapped = _append(graph, "Transpose", [along_w], f"{name}::swap", perm=[0, 1, 3, 2])
             along_h = _append(graph, "MatMul", [swapped, pool_h], f"{name}::pool_rows")

@@ -67,18 +67,19 @@ def load_inputs(
     """The prepared model and the (subset of the) data, checked against each other."""
     prepared = prepare_model(model, parse_floats(mean, "mean"), parse_floats(std, "std"))
     dataset = load_dataset(data).subset(per_class, seed)
-    check_labels(prepared, dataset, data)
+    check_compatible(prepared, dataset, data)
     return prepared, dataset
 
 
-def check_labels(model: PreparedModel, dataset: Dataset, data_path: Path | str) -> None:
-    """Labels must be classes of the model."""
+def check_compatible(model: PreparedModel, dataset: Dataset, data_path: Path | str) -> None:
+    """Labels must be classes of the model, and the first image must convert to its input."""
     if int(dataset.labels.max()) >= model.info.num_classes:
         raise AuditError(
             f"labels go up to {int(dataset.labels.max())} but the model has "
             f"{model.info.num_classes} classes",
             data_path,
         )
+    dataset.images(model.info.input_shape, [0])
 
 
 @contextmanager
