@@ -30,28 +30,19 @@ def tool_section() -> dict[str, str]:
 
 
 def model_section(pm: Any, path: str | Path | None = None) -> dict[str, Any]:
-    """Identify a PreparedModel: where it came from, its hash, input, classes and candidate layers.
+    """The model block: PreparedModel.identity() plus logits, sample feature and candidate layers.
 
     `path` overrides the stored path, so committed showcases can record repo-relative paths.
     """
     info = pm.info
-    shown = str(path if path is not None else pm.path)
-    return {
-        "path": shown,
-        "name": Path(shown).stem,
-        "sha256": pm.sha256,
-        "input": {
-            "name": info.input_name,
-            "shape": [int(d) for d in info.input_shape],
-            "layout": "NCHW",
-            "range": [0.0, 1.0],
-        },
-        "logits": info.logits_name,
-        "num_classes": int(info.num_classes),
-        "classes": [str(c) for c in info.class_names],
-        "sample_feature": {"name": info.sample_feature_name, "dim": info.sample_feature_dim},
-        "layers": [jsonable(layer) for layer in info.layers],
-    }
+    section = jsonable(pm.identity())
+    if path is not None:
+        section["path"], section["name"] = str(path), Path(path).stem
+    section["input"]["range"] = [0.0, 1.0]
+    section["logits"] = info.logits_name
+    section["sample_feature"] = {"name": info.sample_feature_name, "dim": info.sample_feature_dim}
+    section["layers"] = [jsonable(layer) for layer in info.layers]
+    return section
 
 
 def data_section(dataset: Any, per_class: int | None, seed: int) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""Figures for the report: matplotlib Figures embedded as base64 PNG, and charts drawn from result dicts.
+
+The charts here read only result@1 dicts, so a report can be re-rendered from result.json alone;
+the analyses' own plot modules add the image-level figures (knowledge-point grids, patterns).
+Figures are built with `matplotlib.figure.Figure` (no pyplot), so no global state or GUI backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a")
+OK, BAD = "#1a7f37", "#d1242f"
+
+
+@dataclass(frozen=True)
+class EmbeddedFigure:
+    """A figure ready for the HTML: a title, a caption and a data: URI (never a network URL)."""
+
+    title: str
+    src: str
+    caption: str = ""
+
+
+def embed_figure(fig: Figure, title: str, caption: str = "", dpi: int = 100) -> EmbeddedFigure:
+    """Render `fig` to PNG and inline it as base64, so report.html stays one self-contained file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return EmbeddedFigure(title=title, src=f"data:image/png;base64,{encoded}", caption=caption)
+
+
+def plain(text: Any) -> str:
+    """Label text with matplotlib's mathtext disabled: '$' in a class name must not be parsed."""
+    return str(text).replace("$", r"\$")
+
+
+def short_layer(name: str, width: int = 28) -> str:
+    """A readable tail of a long ONNX tensor name, e.g. '/features/features.5/Relu_output_0'."""
+    name = name.removesuffix("_output_0")
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def model_label(result: Mapping[str, Any]) -> str:
+    return str(result.get("model", {}).get("name", "model"))
+
+
+def knowledge_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Knowledge points, reliable points and reliable ratio per analysed layer, one line per model.
+
+    The x axis is the analysed layer's position (shallow to deep), the shared coordinate that
+    lets models with different architectures sit in one chart.
+    """
+    series = [(model_label(r), (r.get("knowledge") or {}).get("layers") or []) for r in results]
+    series = [(label, layers) for label, layers in series if layers]
+    if not series:
+        return None
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = (
+        ("knowledge_points", "knowledge points / image"),
+        ("reliable_knowledge_points", "reliable points / image"),
+        ("reliable_ratio", "reliable ratio"),
+    )
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, (name, layers) in enumerate(series):
+            values = [np.nan if entry.get(key) is None else entry[key] for entry in layers]
+            ax.plot(
+                np.arange(1, len(values) + 1),
+                values,
+                marker="o",
+                color=PALETTE[i % len(PALETTE)],
+                label=plain(name),
+            )
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("analysed layer (shallow → deep)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[2].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def patterns_chart(result: Mapping[str, Any]) -> Figure | None:
+    """Predictive power and anomaly index per class; suspected backdoor targets in red."""
+    patterns = result.get("patterns") or {}
+    classes = patterns.get("classes") or []
+    if not classes:
+        return None
+    flagged = set((patterns.get("backdoor") or {}).get("classes") or [])
+    labels = [plain(f"{c['class']} {c.get('name', '')}".strip()) for c in classes]
+    colors = [BAD if c["class"] in flagged else PALETTE[0] for c in classes]
+    x = np.arange(len(classes))
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    power_ax, anomaly_ax = fig.subplots(1, 2)
+    power_ax.bar(x, [_num(c.get("predictive_power")) for c in classes], color=colors)
+    power_ax.set_ylim(0, 1.05)
+    power_ax.set_title("predictive power of each class pattern", fontsize=10)
+    anomaly_ax.bar(x, [_num(c.get("anomaly_index")) for c in classes], color=colors)
+    anomaly_ax.set_title("anomaly index (red: suspected target)", fontsize=10)
+    for ax in (power_ax, anomaly_ax):
+        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def anomaly_heatmap(results: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Models x classes anomaly indices: backdoored models stand out as one hot cell."""
+    rows = [r for r in results if (r.get("patterns") or {}).get("classes")]
+    if not rows:
+        return None
+    classes = rows[0]["patterns"]["classes"]
+    grid = np.full((len(rows), len(classes)), np.nan)
+    for i, r in enumerate(rows):
+        for j, entry in enumerate(r["patterns"]["classes"][: len(classes)]):
+            grid[i, j] = _num(entry.get("anomaly_index"))
+    fig = Figure(figsize=(11, 0.6 * len(rows) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(grid, cmap="Reds", aspect="auto")
+    ax.set_yticks(np.arange(len(rows)), [plain(model_label(r)) for r in rows])
+    ax.set_xticks(
+        np.arange(len(classes)),
+        [plain(f"{c['class']} {c.get('name', '')}") for c in classes],
+        rotation=45,
+        ha="right",
+        fontsize=8,
+    )
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="anomaly index")
+    return fig
+
+
+def robustness_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Clean against PGD robust accuracy, one pair of bars per model."""
+    rows = [r for r in results if r.get("robustness")]
+    if not rows:
+        return None
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(max(4.0, 1.3 * len(rows) + 2), 3.2), layout="constrained")
+    ax = fig.subplots()
+    clean = [_num(r["robustness"].get("clean_accuracy")) for r in rows]
+    robust = [_num(r["robustness"].get("robust_accuracy")) for r in rows]
+    ax.bar(x - 0.2, clean, width=0.4, label="clean", color=PALETTE[0])
+    ax.bar(x + 0.2, robust, width=0.4, label="PGD", color=PALETTE[1])
+    ax.set_xticks(x, [plain(model_label(r)) for r in rows], rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _num(value: Any) -> float:
+    return np.nan if value is None else float(value)
