@@ -1,0 +1,158 @@
+"""The graph pass: forward ONNX classifier -> ONNX model that also computes d loss / d input.
+
+Reverse-mode over the topologically sorted forward nodes, one rule per op (`rules.RULES`). Only
+nodes on a path from the image input to the logits through float tensors are differentiated:
+weights, Shape/Constant-driven subgraphs and integer/bool tensors carry no gradient.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import onnx
+from onnx import helper, shape_inference, version_converter
+
+from onnxaudit.errors import AuditError
+from onnxaudit.gradients.context import FLOAT_TYPES, GradContext, describe_node
+from onnxaudit.gradients.objectives import CrossEntropy, Objective
+from onnxaudit.gradients.rules import RULES
+
+MIN_OPSET = 13  # axes-as-inputs forms of ReduceSum/Squeeze/Unsqueeze/Split used by the rules
+
+
+def build_gradient_model(
+    model: onnx.ModelProto,
+    objective: Objective | None = None,
+    wrt_tensors: Sequence[str] = (),
+) -> onnx.ModelProto:
+    """Return a model with outputs `loss`, `logits`, `input_grad` and `grad:<name>` per wrt tensor.
+
+    Inputs: the model's own input(s) (dynamic batch kept) plus the objective's input (`labels`
+    or `grad_logits`). The first non-initializer input is the one differentiated; the first
+    output is the logits. Raises AuditError for an op without a rule before emitting anything.
+    """
+    objective = objective or CrossEntropy()
+    model = _normalised(model)
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    image = next(i.name for i in graph.input if i.name not in initializers)
+    logits = graph.output[0].name
+    ctx = GradContext(model)
+    ctx.varied = varied = _varied(graph, image, ctx.types)
+    needed = _needed(graph, logits)
+    active = [n for n in graph.node if any(o in needed for o in n.output) and set(n.input) & varied]
+    _check_rules(active, varied)
+    if logits not in varied:
+        raise AuditError(f"output {logits!r} does not depend on input {image!r}")
+    for name in wrt_tensors:
+        if name not in varied or name not in needed:
+            raise AuditError(f"tensor {name!r} is not on the path from {image!r} to {logits!r}")
+
+    loss, seed = objective.emit(ctx, logits)
+    grads: dict[str, list[str]] = defaultdict(list)
+    grads[logits].append(seed)
+    totals: dict[str, str] = {}
+
+    def total(name: str) -> str | None:
+        parts = grads.get(name)
+        if not parts:
+            return None
+        if name not in totals:
+            totals[name] = parts[0] if len(parts) == 1 else ctx.op("Sum", parts)
+        return totals[name]
+
+    for node in reversed(active):
+        output_grads = [total(o) if o in varied else None for o in node.output]
+        if all(g is None for g in output_grads):
+            continue
+        input_grads = RULES[node.op_type].fn(ctx, node, output_grads)
+        for name, grad in zip(node.input, input_grads, strict=False):
+            if grad is not None and name in varied:
+                grads[name].append(grad)
+
+    outputs = {"loss": loss, "logits": logits, "input_grad": total(image)}
+    outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
+    return _assemble(model, ctx, outputs, image)
+
+
+def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy at opset >= MIN_OPSET with inferred shapes (rules need static spatial dims)."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    if opset < MIN_OPSET:
+        try:
+            copy = version_converter.convert_version(copy, MIN_OPSET)
+        except Exception as exc:
+            raise AuditError(f"cannot convert opset {opset} model to {MIN_OPSET}: {exc}") from exc
+    try:
+        return shape_inference.infer_shapes(copy, data_prop=True)
+    except Exception as exc:
+        raise AuditError(f"onnx shape inference failed: {str(exc).splitlines()[0]}") from exc
+
+
+def _varied(graph: onnx.GraphProto, image: str, types: dict[str, int]) -> set[str]:
+    """Float tensors that depend on the image through float tensors."""
+    varied = {image}
+    for node in graph.node:
+        if set(node.input) & varied:
+            varied |= {o for o in node.output if o and types.get(o, 1) in FLOAT_TYPES}
+    return varied
+
+
+def _needed(graph: onnx.GraphProto, logits: str) -> set[str]:
+    """Tensors the logits depend on."""
+    needed = {logits}
+    for node in reversed(graph.node):
+        if set(node.output) & needed:
+            needed |= set(node.input)
+    return needed
+
+
+def _check_rules(active: list[onnx.NodeProto], varied: set[str]) -> None:
+    for node in active:
+        backward = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if backward is None:
+            domain = f"{node.domain}::" if node.domain else ""
+            raise AuditError(
+                f"unsupported op {domain}{describe_node(node)}: no gradient rule "
+                f"(supported: {', '.join(sorted(RULES))})"
+            )
+        for position, name in enumerate(node.input):
+            if name in varied and position not in backward.inputs:
+                raise AuditError(
+                    f"unsupported: gradient w.r.t. input {position} ({name!r}) of "
+                    f"{describe_node(node)} (input-dependent weights)"
+                )
+
+
+def _assemble(
+    model: onnx.ModelProto, ctx: GradContext, outputs: dict[str, str], image: str
+) -> onnx.ModelProto:
+    graph = model.graph
+    image_info = next(i for i in graph.input if i.name == image)
+    logits_info = graph.output[0]
+    renames = []
+    infos = []
+    for name, tensor in outputs.items():
+        if name != tensor:
+            renames.append(
+                helper.make_node("Identity", [tensor], [ctx.claim(name)], name=f"grad/out/{name}")
+            )
+        if name == "input_grad":
+            info = helper.make_tensor_value_info(name, image_info.type.tensor_type.elem_type, None)
+            info.type.CopyFrom(image_info.type)
+        elif name == "logits":
+            info = helper.make_tensor_value_info(name, logits_info.type.tensor_type.elem_type, None)
+            info.type.CopyFrom(logits_info.type)
+        else:
+            info = helper.make_tensor_value_info(name, ctx.elem_type(tensor), None)
+        infos.append(info)
+    graph.node.extend([*ctx.nodes, *renames])
+    graph.initializer.extend(ctx.initializers)
+    graph.input.extend(ctx.inputs)
+    del graph.output[:]
+    graph.output.extend(infos)
+    del graph.value_info[:]  # stale after the rewrite; onnxruntime re-infers
+    return model

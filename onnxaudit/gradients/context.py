@@ -1,0 +1,169 @@
+"""The state a backward rule sees: static shapes, constant values, and an emitter for new nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxaudit.errors import AuditError
+
+FLOAT_TYPES = frozenset(
+    {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+)
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    """A node's attributes as plain Python values (strings decoded)."""
+    values = {}
+    for attr in node.attribute:
+        value = helper.get_attribute_value(attr)
+        values[attr.name] = value.decode() if isinstance(value, bytes) else value
+    return values
+
+
+def describe_node(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} at node {node.name or node.output[0]!r}"
+
+
+class GradContext:
+    """Static facts about the forward graph plus the list of backward nodes being emitted.
+
+    Rules ask it for static dims (from onnx shape inference), constant inputs, runtime shapes,
+    and emit nodes through `op`, so naming, opset and dtype details live in one place.
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        graph = model.graph
+        self.varied: set[str] = set()  # float tensors that depend on the image; set by the pass
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.types: dict[str, int] = {}
+        self.dims: dict[str, tuple[int | None, ...]] = {}
+        for info in [*graph.input, *graph.value_info, *graph.output]:
+            tensor_type = info.type.tensor_type
+            self.types[info.name] = tensor_type.elem_type
+            if tensor_type.HasField("shape"):
+                self.dims[info.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
+                )
+        self.constants: dict[str, np.ndarray] = {}
+        for init in graph.initializer:
+            self.constants[init.name] = numpy_helper.to_array(init)
+            self.types[init.name] = init.data_type
+            self.dims[init.name] = tuple(init.dims)
+        for node in graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                value = attributes(node).get("value")
+                if isinstance(value, TensorProto):
+                    self.constants[node.output[0]] = numpy_helper.to_array(value)
+        self._taken = {name for node in graph.node for name in [*node.input, *node.output]}
+        self._taken |= {i.name for i in [*graph.input, *graph.output, *graph.initializer]}
+        self._count = 0
+        self._shape_ops: dict[str, str] = {}
+
+    # --- names and emission -------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        while True:
+            self._count += 1
+            name = f"grad/{hint}_{self._count}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def op(self, op_type: str, inputs: Sequence[str], outputs: int = 1, **attrs) -> str | list[str]:
+        """Emit one standard-domain node; returns its output name (or names when outputs > 1)."""
+        names = [self.fresh(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=names[0], **attrs))
+        return names[0] if outputs == 1 else names
+
+    def const(self, value: np.ndarray, hint: str = "const") -> str:
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def ints(self, values: Sequence[int]) -> str:
+        return self.const(np.asarray(values, dtype=np.int64), "ints")
+
+    def scalar(self, value: float, like: str) -> str:
+        """A scalar constant with the float type of tensor `like`."""
+        return self.const(np.asarray(value, dtype=self.np_dtype(like)), "scalar")
+
+    def claim(self, name: str) -> str:
+        """Reserve a fixed public name (graph input or output) that must not clash."""
+        if name in self._taken:
+            raise AuditError(f"the model already has a tensor named {name!r}; rename it first")
+        self._taken.add(name)
+        return name
+
+    def add_input(self, name: str, elem_type: int, dims: Sequence[int | str | None]) -> str:
+        self.claim(name)
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(dims)))
+        self.types[name] = elem_type
+        return name
+
+    # --- static facts -------------------------------------------------------------------------
+    def elem_type(self, name: str) -> int:
+        return self.types.get(name, TensorProto.FLOAT)
+
+    def np_dtype(self, name: str) -> np.dtype:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(self.elem_type(name)))
+
+    def rank(self, name: str, node: onnx.NodeProto) -> int:
+        if name not in self.dims:
+            raise AuditError(f"unknown rank of tensor {name!r} for {describe_node(node)}")
+        return len(self.dims[name])
+
+    def static_dims(self, name: str, node: onnx.NodeProto, start: int = 0) -> list[int]:
+        """dims[start:] of `name`, which must be known numbers (e.g. the spatial dims of a Conv)."""
+        dims = self.dims.get(name)
+        if dims is None or any(d is None for d in dims[start:]):
+            raise AuditError(
+                f"{describe_node(node)} needs static dims of {name!r} (got {dims}); "
+                "export the model with fixed image size (only the batch may be dynamic)"
+            )
+        return list(dims[start:])
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of a constant input (initializer or Constant node); None otherwise."""
+        return self.constants.get(name) if name else None
+
+    def constant(self, name: str, node: onnx.NodeProto, what: str) -> np.ndarray:
+        value = self.value(name)
+        if value is None:
+            raise AuditError(f"{describe_node(node)}: {what} must be a constant, not computed")
+        return value
+
+    # --- common building blocks ---------------------------------------------------------------
+    def shape_of(self, name: str) -> str:
+        if name not in self._shape_ops:
+            self._shape_ops[name] = self.op("Shape", [name])
+        return self._shape_ops[name]
+
+    def reshape_like(self, grad: str, like: str) -> str:
+        return self.op("Reshape", [grad, self.shape_of(like)])
+
+    def mask(self, op_type: str, a: str, b: str, like: str) -> str:
+        """Cast(op(a, b)) to the float type of `like`: a 0/1 multiplier (cheaper than Where)."""
+        return self.op("Cast", [self.op(op_type, [a, b])], to=self.elem_type(like))
+
+    def reduce_sum(self, grad: str, axes: Sequence[int], keepdims: bool) -> str:
+        return self.op("ReduceSum", [grad, self.ints(axes)], keepdims=int(keepdims))
+
+    def unbroadcast(self, grad: str, grad_dims: Sequence[int | None], target: str) -> str:
+        """Sum `grad` (dims `grad_dims`) over the axes along which `target` was broadcast."""
+        target_dims = self.dims.get(target)
+        if target_dims is None:
+            raise AuditError(f"unknown shape of {target!r}: cannot undo its broadcasting")
+        lead = len(grad_dims) - len(target_dims)
+        axes = list(range(lead)) + [
+            lead + i
+            for i, (t, g) in enumerate(zip(target_dims, grad_dims[lead:], strict=True))
+            if t == 1 and g != 1
+        ]
+        if not axes:
+            return grad
+        return self.reshape_like(self.reduce_sum(grad, axes, keepdims=True), target)

@@ -1,0 +1,79 @@
+"""Objectives: the scalar whose input gradient the gradient model computes.
+
+Sign convention: `loss` is always the plain objective (for CrossEntropy, the cross-entropy toward
+`labels`) and `input_grad` is always d loss / d input; nothing is negated inside the graph.
+Callers pick the direction: an untargeted attack ascends (x + step * sign(grad)) to push the true
+label's CE up, a targeted attack descends (x - step * sign(grad)) to pull the CE toward the target
+label. `CrossEntropy.targeted` records which of the two an attack built on it should do.
+
+Each objective adds its graph input and emits the loss plus the gradient seed d loss / d logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+from onnx import TensorProto
+
+from onnxaudit.errors import AuditError
+from onnxaudit.gradients.context import GradContext
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+@dataclass(frozen=True)
+class CrossEntropy:
+    """Softmax cross-entropy of `logits` (N, K) toward int64 `labels` (N,).
+
+    reduction "mean"/"sum" give a scalar loss; "none" gives loss (N,) and input_grad[i] =
+    d loss[i] / d x[i] (samples are independent), which is what per-sample attacks need.
+    """
+
+    targeted: bool = False
+    reduction: Reduction = "mean"
+    input_name: ClassVar[str] = "labels"
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("mean", "sum", "none"):
+            raise AuditError(f"unknown reduction {self.reduction!r}; use mean, sum or none")
+
+    @property
+    def direction(self) -> int:
+        """+1: ascend the loss (untargeted attack); -1: descend it (targeted)."""
+        return -1 if self.targeted else 1
+
+    def emit(self, ctx: GradContext, logits: str) -> tuple[str, str]:
+        labels = ctx.add_input(self.input_name, TensorProto.INT64, ["N"])
+        log_probs = ctx.op("LogSoftmax", [logits], axis=1)
+        column = ctx.op("Unsqueeze", [labels, ctx.ints([1])])
+        picked = ctx.op("GatherElements", [log_probs, column], axis=1)
+        per_sample = ctx.op("Neg", [ctx.op("Squeeze", [picked, ctx.ints([1])])])
+        depth = ctx.op("Slice", [ctx.shape_of(logits), ctx.ints([1]), ctx.ints([2])])
+        onehot_values = ctx.const(np.asarray([0, 1], dtype=ctx.np_dtype(logits)), "onehot")
+        onehot = ctx.op("OneHot", [labels, depth, onehot_values], axis=1)
+        seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), onehot])  # softmax - onehot
+        if self.reduction == "none":
+            return per_sample, seed
+        if self.reduction == "sum":
+            return ctx.op("ReduceSum", [per_sample], keepdims=0), seed
+        batch = ctx.op("Slice", [ctx.shape_of(logits), ctx.ints([0]), ctx.ints([1])])
+        batch = ctx.op("Cast", [batch], to=ctx.elem_type(logits))
+        return ctx.op("ReduceMean", [per_sample], keepdims=0), ctx.op("Div", [seed, batch])
+
+
+@dataclass(frozen=True)
+class VectorJacobian:
+    """loss = sum(logits * grad_logits): input_grad is the vector-Jacobian product J^T v."""
+
+    reduction: ClassVar[Reduction] = "sum"
+    input_name: ClassVar[str] = "grad_logits"
+
+    def emit(self, ctx: GradContext, logits: str) -> tuple[str, str]:
+        vector = ctx.add_input(self.input_name, ctx.elem_type(logits), ["N", None])
+        loss = ctx.op("ReduceSum", [ctx.op("Mul", [logits, vector])], keepdims=0)
+        return loss, vector
+
+
+Objective = CrossEntropy | VectorJacobian

@@ -1,0 +1,679 @@
+"""Per-op backward rules: each maps the gradient of a node's outputs to its inputs' gradients.
+
+A rule receives the context, the forward node and one gradient name (or None) per output, and
+returns one gradient name (or None) per input. It differentiates only the inputs listed in its
+`BackwardRule.inputs`; the pass refuses a model that needs any other input's gradient before
+emitting anything. Rules emit standard-domain ops only, so the result runs in plain onnxruntime.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxaudit.errors import AuditError
+from onnxaudit.gradients.context import GradContext, attributes, describe_node
+
+Grads = list[str | None]
+RuleFn = Callable[[GradContext, onnx.NodeProto, Grads], Grads]
+
+
+@dataclass(frozen=True)
+class BackwardRule:
+    """`fn` computes input gradients; `inputs` are the input positions it can differentiate."""
+
+    fn: RuleFn
+    inputs: tuple[int, ...] = (0,)
+
+
+RULES: dict[str, BackwardRule] = {}
+
+
+def rule(*op_types: str, inputs: tuple[int, ...] = (0,)) -> Callable[[RuleFn], RuleFn]:
+    def register(fn: RuleFn) -> RuleFn:
+        for op_type in op_types:
+            RULES[op_type] = BackwardRule(fn, inputs)
+        return fn
+
+    return register
+
+
+def _only_first(node: onnx.NodeProto, grad: str | None) -> Grads:
+    return [grad] + [None] * (len(node.input) - 1)
+
+
+# --- structural ops -------------------------------------------------------------------------------
+@rule("Identity")
+def identity(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return [grads[0]]
+
+
+@rule("Dropout")
+def dropout(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Inference Dropout is the identity; a training-mode Dropout has no deterministic gradient."""
+    training = len(node.input) > 2 and node.input[2]
+    if training and bool(ctx.constant(node.input[2], node, "training_mode")):
+        raise AuditError(f"{describe_node(node)} runs in training mode; export in eval mode")
+    return _only_first(node, grads[0])
+
+
+@rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+def reshape(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return _only_first(node, ctx.reshape_like(grads[0], node.input[0]))
+
+
+@rule("Expand")
+def expand(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    dims = ctx.dims[node.output[0]]
+    return _only_first(node, ctx.unbroadcast(grads[0], dims, node.input[0]))
+
+
+@rule("Cast")
+def cast(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return [ctx.op("Cast", [grads[0]], to=ctx.elem_type(node.input[0]))]
+
+
+@rule("Transpose")
+def transpose(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    perm = attributes(node).get("perm") or list(reversed(range(ctx.rank(node.input[0], node))))
+    return [ctx.op("Transpose", [grads[0]], perm=[int(i) for i in np.argsort(perm)])]
+
+
+def _axis(ctx: GradContext, node: onnx.NodeProto, default: int) -> int:
+    axis = attributes(node).get("axis", default)
+    return axis + ctx.rank(node.input[0], node) if axis < 0 else axis
+
+
+@rule("Concat", inputs=tuple(range(64)))
+def concat(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    axis = _axis(ctx, node, 0)
+    take = ctx.ints([axis])
+    after = ctx.ints([axis + 1])
+    sizes = ctx.op("Concat", [ctx.op("Slice", [ctx.shape_of(x), take, after]) for x in node.input])
+    parts = ctx.op("Split", [grads[0], sizes], outputs=len(node.input), axis=axis)
+    parts = parts if isinstance(parts, list) else [parts]
+    return [p if x in ctx.varied else None for p, x in zip(parts, node.input, strict=True)]
+
+
+@rule("Split")
+def split(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    filled = [
+        g
+        if g is not None
+        else ctx.op(
+            "ConstantOfShape",
+            [ctx.shape_of(y)],
+            value=onnx.numpy_helper.from_array(np.zeros(1, ctx.np_dtype(node.input[0]))),
+        )
+        for g, y in zip(grads, node.output, strict=True)
+    ]
+    return _only_first(node, ctx.op("Concat", filled, axis=_axis(ctx, node, 0)))
+
+
+@rule("Slice")
+def slice_(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Pad the gradient back with zeros where the slice cut the input (steps of 1 only)."""
+    x = node.input[0]
+    rank = ctx.rank(x, node)
+    starts = ctx.constant(node.input[1], node, "starts")
+    ends = ctx.constant(node.input[2], node, "ends")
+    axes = ctx.value(node.input[3]) if len(node.input) > 3 else None
+    steps = ctx.value(node.input[4]) if len(node.input) > 4 else None
+    if steps is not None and np.any(steps != 1):
+        raise AuditError(f"{describe_node(node)}: only Slice steps of 1 are differentiable here")
+    axes = range(len(starts)) if axes is None else axes
+    pads = [0] * (2 * rank)
+    dims = ctx.dims.get(x, (None,) * rank)
+    for axis, start, end in zip(axes, starts, ends, strict=True):
+        axis = int(axis) + rank if axis < 0 else int(axis)
+        dim = dims[axis]
+        if dim is None:
+            if start == 0 and end >= 2**31 - 1:
+                continue
+            ctx.static_dims(x, node)  # raises a clear error
+        begin = int(np.clip(start + dim if start < 0 else start, 0, dim))
+        stop = int(np.clip(end + dim if end < 0 else end, 0, dim))
+        pads[axis], pads[rank + axis] = begin, dim - max(stop, begin)
+    return _only_first(node, ctx.op("Pad", [grads[0], ctx.ints(pads)]))
+
+
+@rule("Pad")
+def pad(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Constant padding adds no dependence: pad back by the negated amounts (crops, or re-pads)."""
+    mode = attributes(node).get("mode", "constant")
+    if mode != "constant":
+        raise AuditError(f"{describe_node(node)}: Pad mode {mode!r} is not differentiable here")
+    inputs = [grads[0], ctx.op("Neg", [node.input[1]])]
+    if len(node.input) > 3 and node.input[3]:
+        inputs += ["", node.input[3]]
+    return _only_first(node, ctx.op("Pad", inputs))
+
+
+# --- elementwise activations ----------------------------------------------------------------------
+def _scaled(ctx: GradContext, node: onnx.NodeProto, grad: str, factor: str) -> Grads:
+    return _only_first(node, ctx.op("Mul", [grad, factor]))
+
+
+def _positive(ctx: GradContext, x: str) -> str:
+    return ctx.mask("Greater", x, ctx.scalar(0.0, x), x)
+
+
+def _blend(ctx: GradContext, mask: str, inside: str, outside: str) -> str:
+    """mask * inside + (1 - mask) * outside, without the slow Where."""
+    flipped = ctx.op("Sub", [ctx.scalar(1.0, mask), mask])
+    return ctx.op("Add", [ctx.op("Mul", [mask, inside]), ctx.op("Mul", [flipped, outside])])
+
+
+@rule("Relu")
+def relu(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return _scaled(ctx, node, grads[0], _positive(ctx, node.input[0]))
+
+
+@rule("LeakyRelu")
+def leaky_relu(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    x = node.input[0]
+    alpha = attributes(node).get("alpha", 0.01)
+    return _scaled(
+        ctx,
+        node,
+        grads[0],
+        _blend(ctx, _positive(ctx, x), ctx.scalar(1.0, x), ctx.scalar(alpha, x)),
+    )
+
+
+@rule("PRelu")
+def prelu(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    x = node.input[0]
+    factor = _blend(ctx, _positive(ctx, x), ctx.scalar(1.0, x), node.input[1])
+    return _scaled(ctx, node, grads[0], factor)
+
+
+@rule("Elu")
+def elu(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    x, y = node.input[0], node.output[0]
+    alpha = ctx.scalar(attributes(node).get("alpha", 1.0), x)
+    outside = ctx.op("Add", [y, alpha])  # alpha * exp(x) for x <= 0
+    return _scaled(ctx, node, grads[0], _blend(ctx, _positive(ctx, x), ctx.scalar(1.0, x), outside))
+
+
+@rule("Clip")
+def clip(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Gradient 1 where min <= x <= max (as torch), 0 where clipped."""
+    x = node.input[0]
+    bounds = [
+        (op_type, node.input[i])
+        for i, op_type in ((1, "GreaterOrEqual"), (2, "LessOrEqual"))
+        if len(node.input) > i and node.input[i]
+    ]
+    keep = None
+    for op_type, bound in bounds:
+        inside = ctx.op("Cast", [ctx.op(op_type, [x, bound])], to=ctx.elem_type(x))
+        keep = inside if keep is None else ctx.op("Mul", [keep, inside])
+    return _only_first(node, grads[0] if keep is None else ctx.op("Mul", [grads[0], keep]))
+
+
+@rule("Sigmoid")
+def sigmoid(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    y = node.output[0]
+    return _scaled(ctx, node, grads[0], ctx.op("Mul", [y, ctx.op("Sub", [ctx.scalar(1.0, y), y])]))
+
+
+@rule("Tanh")
+def tanh(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    y = node.output[0]
+    return _scaled(ctx, node, grads[0], ctx.op("Sub", [ctx.scalar(1.0, y), ctx.op("Mul", [y, y])]))
+
+
+def _between(ctx: GradContext, z: str, low: float, high: float) -> str:
+    """1 where low < z < high."""
+    above = ctx.mask("Greater", z, ctx.scalar(low, z), z)
+    return ctx.op("Mul", [above, ctx.mask("Less", z, ctx.scalar(high, z), z)])
+
+
+@rule("HardSigmoid")
+def hard_sigmoid(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    x = node.input[0]
+    attrs = attributes(node)
+    alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+    z = ctx.op("Add", [ctx.op("Mul", [x, ctx.scalar(alpha, x)]), ctx.scalar(beta, x)])
+    factor = ctx.op("Mul", [_between(ctx, z, 0.0, 1.0), ctx.scalar(alpha, x)])
+    return _scaled(ctx, node, grads[0], factor)
+
+
+@rule("HardSwish")
+def hard_swish(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """y = x * relu6(x + 3) / 6: slope x/3 + 1/2 on (-3, 3), 1 above, 0 below."""
+    x = node.input[0]
+    ramp = ctx.op("Add", [ctx.op("Div", [x, ctx.scalar(3.0, x)]), ctx.scalar(0.5, x)])
+    factor = ctx.op(
+        "Add",
+        [
+            ctx.op("Mul", [_between(ctx, x, -3.0, 3.0), ramp]),
+            ctx.mask("GreaterOrEqual", x, ctx.scalar(3.0, x), x),
+        ],
+    )
+    return _scaled(ctx, node, grads[0], factor)
+
+
+@rule("Softplus")
+def softplus(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return _scaled(ctx, node, grads[0], ctx.op("Sigmoid", [node.input[0]]))
+
+
+@rule("Neg")
+def neg(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return [ctx.op("Neg", [grads[0]])]
+
+
+@rule("Exp")
+def exp(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return _scaled(ctx, node, grads[0], node.output[0])
+
+
+# --- broadcasting arithmetic ----------------------------------------------------------------------
+def _binary(ctx: GradContext, node: onnx.NodeProto, ga: str | None, gb: str | None) -> Grads:
+    """Undo broadcasting of each operand's gradient; operands off the path get None."""
+    dims = ctx.dims.get(node.output[0])
+    if dims is None:
+        raise AuditError(f"unknown output shape of {describe_node(node)}")
+    return [
+        ctx.unbroadcast(g, dims, x) if g is not None and x in ctx.varied else None
+        for g, x in zip((ga, gb), node.input[:2], strict=True)
+    ]
+
+
+def _if_varied(ctx: GradContext, name: str, build: Callable[[], str]) -> str | None:
+    return build() if name in ctx.varied else None
+
+
+@rule("Add", inputs=(0, 1))
+def add(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    return _binary(ctx, node, grads[0], grads[0])
+
+
+@rule("Sub", inputs=(0, 1))
+def sub(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    g = grads[0]
+    return _binary(ctx, node, g, _if_varied(ctx, node.input[1], lambda: ctx.op("Neg", [g])))
+
+
+@rule("Mul", inputs=(0, 1))
+def mul(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    g, (a, b) = grads[0], node.input
+    ga = _if_varied(ctx, a, lambda: ctx.op("Mul", [g, b]))
+    return _binary(ctx, node, ga, _if_varied(ctx, b, lambda: ctx.op("Mul", [g, a])))
+
+
+@rule("Div", inputs=(0, 1))
+def div(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """d(a/b)/da = 1/b, d(a/b)/db = -y/b."""
+    g, (a, b), y = grads[0], node.input, node.output[0]
+    ga = _if_varied(ctx, a, lambda: ctx.op("Div", [g, b]))
+    gb = _if_varied(ctx, b, lambda: ctx.op("Neg", [ctx.op("Div", [ctx.op("Mul", [g, y]), b])]))
+    return _binary(ctx, node, ga, gb)
+
+
+@rule("Where", inputs=(1, 2))
+def where(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    cond, a, b = node.input
+    zero = ctx.scalar(0.0, node.output[0])
+    dims = ctx.dims[node.output[0]]
+    ga = _if_varied(ctx, a, lambda: ctx.op("Where", [cond, grads[0], zero]))
+    gb = _if_varied(ctx, b, lambda: ctx.op("Where", [cond, zero, grads[0]]))
+    return [None] + [
+        ctx.unbroadcast(g, dims, x) if g is not None else None
+        for g, x in zip((ga, gb), (a, b), strict=True)
+    ]
+
+
+# --- linear layers --------------------------------------------------------------------------------
+@rule("Gemm", inputs=(0, 1, 2))
+def gemm(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Y = alpha * A' B' + beta * C with A' = A or A^T (transA), B' likewise."""
+    attrs = attributes(node)
+    alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+    trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
+    g, a, b = grads[0], node.input[0], node.input[1]
+    out = [None] * len(node.input)
+    if a in ctx.varied:  # dA' = alpha * g B'^T
+        out[0] = (
+            ctx.op("Gemm", [b, g], alpha=alpha, transA=trans_b, transB=1)
+            if trans_a
+            else ctx.op("Gemm", [g, b], alpha=alpha, transB=1 - trans_b)
+        )
+    if b in ctx.varied:  # dB' = alpha * A'^T g
+        out[1] = (
+            ctx.op("Gemm", [g, a], alpha=alpha, transA=1, transB=trans_a)
+            if trans_b
+            else ctx.op("Gemm", [a, g], alpha=alpha, transA=1 - trans_a)
+        )
+    if len(node.input) > 2 and node.input[2] in ctx.varied:
+        scaled = ctx.op("Mul", [g, ctx.scalar(beta, node.output[0])])
+        out[2] = ctx.unbroadcast(scaled, ctx.dims[node.output[0]], node.input[2])
+    return out
+
+
+@rule("MatMul", inputs=(0, 1))
+def matmul(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    g, (a, b) = grads[0], node.input
+    ra, rb = ctx.rank(a, node), ctx.rank(b, node)
+    if min(ra, rb) < 2:
+        raise AuditError(f"{describe_node(node)}: MatMul with a 1-D operand is not supported")
+    y_dims = ctx.dims[node.output[0]]
+
+    def swap(name: str, rank: int) -> str:
+        perm = [*range(rank - 2), rank - 1, rank - 2]
+        return ctx.op("Transpose", [name], perm=perm)
+
+    out: Grads = [None, None]
+    if a in ctx.varied:
+        ga = ctx.op("MatMul", [g, swap(b, rb)])
+        out[0] = ctx.unbroadcast(ga, (*y_dims[:-2], *ctx.dims[a][-2:]), a)
+    if b in ctx.varied:
+        gb = ctx.op("MatMul", [swap(a, ra), g])
+        out[1] = ctx.unbroadcast(gb, (*y_dims[:-2], *ctx.dims[b][-2:]), b)
+    return out
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Explicit geometry of a sliding window op (Conv, pools) over the spatial axes."""
+
+    kernel: list[int]
+    strides: list[int]
+    dilations: list[int]
+    begin: list[int]  # padding before, per axis
+    end: list[int]  # padding after, enough for every window the op evaluates
+    output_padding: list[int]  # input cells past the last window, never read
+    out: list[int]
+
+    @property
+    def pads(self) -> list[int]:
+        return self.begin + self.end
+
+
+def _window(ctx: GradContext, node: onnx.NodeProto, kernel: list[int], ceil: bool = False):
+    """Resolve auto_pad and ceil_mode to explicit pads from the static input dims."""
+    attrs = attributes(node)
+    size = ctx.static_dims(node.input[0], node, start=2)
+    n = len(size)
+    strides = list(attrs.get("strides") or [1] * n)
+    dilations = list(attrs.get("dilations") or [1] * n)
+    pads = list(attrs.get("pads") or [0] * (2 * n))
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    span = [d * (k - 1) + 1 for d, k in zip(dilations, kernel, strict=True)]
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        out = [-(-i // s) for i, s in zip(size, strides, strict=True)]
+        total = [max((o - 1) * s + w - i, 0) for o, s, w, i in zip(out, strides, span, size)]
+        low = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        pads = low + [t - lo for t, lo in zip(total, low, strict=True)]
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * n)
+    begin, end = pads[:n], pads[n:]
+    out = []
+    for i in range(n):
+        reach = size[i] + begin[i] + end[i] - span[i]
+        count = (-(-reach // strides[i]) if ceil else reach // strides[i]) + 1
+        if ceil and (count - 1) * strides[i] >= size[i] + begin[i]:
+            count -= 1  # the last window must start inside the input or the left padding
+        out.append(count)
+    extra = [
+        (o - 1) * s + w - (i + b + e)
+        for o, s, w, i, b, e in zip(out, strides, span, size, begin, end)
+    ]
+    end = [e + max(x, 0) for e, x in zip(end, extra, strict=True)]
+    output_padding = [max(-x, 0) for x in extra]
+    return _Window(kernel, strides, dilations, begin, end, output_padding, out)
+
+
+def _transposed(ctx: GradContext, grad: str, weight: str, win: _Window, group: int = 1) -> str:
+    """The adjoint of a sliding window: ConvTranspose with the same geometry."""
+    return ctx.op(
+        "ConvTranspose",
+        [grad, weight],
+        strides=win.strides,
+        dilations=win.dilations,
+        pads=win.pads,
+        output_padding=win.output_padding,
+        group=group,
+    )
+
+
+@rule("Conv")
+def conv(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    weight = node.input[1]
+    kernel = ctx.static_dims(weight, node, start=2)
+    win = _window(ctx, node, kernel)
+    group = attributes(node).get("group", 1)
+    return _only_first(node, _transposed(ctx, grads[0], weight, win, group))
+
+
+@rule("ConvTranspose")
+def conv_transpose(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    attrs = attributes(node)
+    if attrs.get("auto_pad", "NOTSET") != "NOTSET" or attrs.get("output_shape"):
+        raise AuditError(f"{describe_node(node)}: use explicit pads (no auto_pad/output_shape)")
+    keep = ("strides", "dilations", "pads", "group")
+    grad = ctx.op("Conv", [grads[0], node.input[1]], **{k: attrs[k] for k in keep if k in attrs})
+    return _only_first(node, grad)
+
+
+@rule("BatchNormalization")
+def batch_norm(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Inference BN is a per-channel scale: scale / sqrt(var + eps)."""
+    attrs = attributes(node)
+    if attrs.get("training_mode", 0) or len(node.output) > 1:
+        raise AuditError(f"{describe_node(node)} runs in training mode; export in eval mode")
+    x, scale, _, _, var = node.input
+    eps = ctx.scalar(attrs.get("epsilon", 1e-5), var)
+    factor = ctx.op("Div", [scale, ctx.op("Sqrt", [ctx.op("Add", [var, eps])])])
+    factor = ctx.op("Cast", [factor], to=ctx.elem_type(x))
+    rank = ctx.rank(x, node)
+    factor = ctx.op("Reshape", [factor, ctx.ints([-1] + [1] * (rank - 2))])
+    return _scaled(ctx, node, grads[0], factor)
+
+
+# --- pooling --------------------------------------------------------------------------------------
+def _spread(
+    ctx: GradContext, node: onnx.NodeProto, per_offset: str, kernel: np.ndarray, win
+) -> str:
+    """Scatter window-shaped gradients back onto the input with one ConvTranspose.
+
+    `per_offset` is (N, C, K, *out) with K kernel offsets; `kernel` is (K, 1, *window) and routes
+    offset k to its cell. Channels fold into the batch so one small kernel serves every channel.
+    """
+    folded = ctx.op("Reshape", [per_offset, ctx.ints([-1, kernel.shape[0], *win.out])])
+    weight = ctx.const(kernel.astype(ctx.np_dtype(node.input[0])), "window")
+    return ctx.reshape_like(_transposed(ctx, folded, weight, win), node.input[0])
+
+
+@rule("MaxPool")
+def max_pool(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Route each window's gradient to its first maximal cell (row-major), like torch and ORT.
+
+    Avoids MaxPool's Indices output, which onnxruntime computes on a slow path: for every kernel
+    offset, a strided Slice of the (-inf padded) input is compared with the pooled output, and a
+    running 'already taken' mask keeps only the first maximum, so ties are exact.
+    """
+    attrs = attributes(node)
+    kernel = list(attrs["kernel_shape"])
+    win = _window(ctx, node, kernel, ceil=bool(attrs.get("ceil_mode", 0)))
+    x, y = node.input[0], node.output[0]
+    n = len(kernel)
+    padded = x
+    if any(win.pads):
+        low = ctx.scalar(-np.inf, x)
+        padded = ctx.op("Pad", [x, ctx.ints([0, 0, *win.begin, 0, 0, *win.end]), low])
+    axes = ctx.ints(range(2, 2 + n))
+    steps = ctx.ints(win.strides)
+    taken = None
+    routed = []
+    offsets = list(itertools.product(*[range(k) for k in kernel]))
+    for offset in offsets:
+        start = [o * d for o, d in zip(offset, win.dilations, strict=True)]
+        stop = [b + (c - 1) * s + 1 for b, c, s in zip(start, win.out, win.strides, strict=True)]
+        cells = ctx.op("Slice", [padded, ctx.ints(start), ctx.ints(stop), axes, steps])
+        hit = ctx.mask("Equal", cells, y, x)
+        if taken is None:
+            first, taken = hit, hit
+        else:
+            first = ctx.op("Mul", [hit, ctx.op("Sub", [ctx.scalar(1.0, x), taken])])
+            taken = ctx.op("Add", [taken, first])
+        routed.append(ctx.op("Unsqueeze", [ctx.op("Mul", [grads[0], first]), ctx.ints([2])]))
+    stacked = ctx.op("Concat", routed, axis=2)
+    onehot = np.eye(len(offsets)).reshape(len(offsets), 1, *kernel)
+    return [_spread(ctx, node, stacked, onehot, win)]
+
+
+@rule("AveragePool")
+def average_pool(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """Divide by each window's cell count, then spread evenly with a ones kernel."""
+    attrs = attributes(node)
+    kernel = list(attrs["kernel_shape"])
+    win = _window(ctx, node, kernel, ceil=bool(attrs.get("ceil_mode", 0)))
+    size = ctx.static_dims(node.input[0], node, start=2)
+    pads = list(attrs.get("pads") or [0] * (2 * len(kernel)))
+    with_pad = attrs.get("count_include_pad", 0) and attrs.get("auto_pad", "NOTSET") == "NOTSET"
+    counts = np.ones(())
+    for i, k in enumerate(kernel):
+        first = np.arange(win.out[i]) * win.strides[i] - win.begin[i]
+        cells = first[:, None] + np.arange(k)[None, :] * win.dilations[i]
+        low, high = (-pads[i], size[i] + pads[len(kernel) + i]) if with_pad else (0, size[i])
+        counts = np.multiply.outer(counts, ((cells >= low) & (cells < high)).sum(1))
+    share = ctx.op("Div", [grads[0], ctx.const(counts.astype(ctx.np_dtype(node.input[0])))])
+    stacked = ctx.op("Unsqueeze", [share, ctx.ints([2])])
+    return [_spread(ctx, node, stacked, np.ones((1, 1, *kernel)), win)]
+
+
+@rule("GlobalAveragePool")
+def global_average_pool(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    x = node.input[0]
+    cells = int(np.prod(ctx.static_dims(x, node, start=2)))
+    share = ctx.op("Div", [grads[0], ctx.scalar(cells, x)])
+    return [ctx.op("Expand", [share, ctx.shape_of(x)])]
+
+
+@rule("GlobalMaxPool")
+def global_max_pool(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    """All of the gradient goes to the first maximal cell of each channel."""
+    x = node.input[0]
+    cells = int(np.prod(ctx.static_dims(x, node, start=2)))
+    flat = ctx.op("Reshape", [x, ctx.ints([0, 0, -1])])
+    first = ctx.op("ArgMax", [flat], axis=2, keepdims=1)
+    onehot = ctx.mask("Equal", ctx.const(np.arange(cells, dtype=np.int64)), first, x)
+    share = ctx.op("Mul", [onehot, ctx.op("Reshape", [grads[0], ctx.ints([0, 0, 1])])])
+    return [ctx.reshape_like(share, x)]
+
+
+@rule("ReduceMean", "ReduceSum")
+def reduce(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    x = node.input[0]
+    rank = ctx.rank(x, node)
+    attrs = attributes(node)
+    if len(node.input) > 1 and node.input[1]:
+        axes = [int(a) for a in ctx.constant(node.input[1], node, "axes")]
+    else:
+        axes = list(attrs.get("axes", []))
+    if not axes and attrs.get("noop_with_empty_axes", 0):
+        return _only_first(node, grads[0])
+    axes = sorted(a + rank if a < 0 else a for a in axes) or list(range(rank))
+    grad = grads[0]
+    if not attrs.get("keepdims", 1):
+        grad = ctx.op("Unsqueeze", [grad, ctx.ints(axes)])
+    if node.op_type == "ReduceMean":
+        picked = ctx.op("Gather", [ctx.shape_of(x), ctx.ints(axes)])
+        count = ctx.op("Cast", [ctx.op("ReduceProd", [picked], keepdims=0)], to=ctx.elem_type(x))
+        grad = ctx.op("Div", [grad, count])
+    return _only_first(node, ctx.op("Expand", [grad, ctx.shape_of(x)]))
+
+
+@rule("Softmax")
+def softmax(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    y, g = node.output[0], grads[0]
+    inner = ctx.reduce_sum(ctx.op("Mul", [g, y]), [_axis(ctx, node, -1)], keepdims=True)
+    return [ctx.op("Mul", [y, ctx.op("Sub", [g, inner])])]
+
+
+@rule("LogSoftmax")
+def log_softmax(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    y, g = node.output[0], grads[0]
+    total = ctx.reduce_sum(g, [_axis(ctx, node, -1)], keepdims=True)
+    return [ctx.op("Sub", [g, ctx.op("Mul", [ctx.op("Exp", [y]), total])])]
+
+
+# --- Resize -------------------------------------------------------------------------------------
+def _resize_matrix(node: onnx.NodeProto, axis: int, rank: int, n: int, m: int, scale) -> np.ndarray:
+    """R[i, j] = d y_j / d x_i of the Resize along one axis, measured by resizing basis vectors.
+
+    Resize (nearest, linear, cubic) is linear and separable, so the matrices of the axes define
+    its adjoint exactly; running onnxruntime itself keeps every mode's rounding rules identical.
+    """
+    from onnxaudit.runtime import create_session
+
+    dims = [n] + [1] * (rank - 1)
+    dims[axis] = n
+    basis = np.eye(n, dtype=np.float32).reshape(dims)
+    out_dims = list(dims)
+    out_dims[axis] = m
+    attrs = {a.name: a for a in node.attribute}
+    if scale is None:
+        extra = [onnx.numpy_helper.from_array(np.asarray(out_dims, dtype=np.int64), "sizes")]
+        inputs = ["x", "", "", "sizes"]
+    else:
+        scales = np.ones(rank, dtype=np.float32)
+        scales[axis] = scale
+        extra = [onnx.numpy_helper.from_array(scales, "scales")]
+        inputs = ["x", "", "scales"]
+    resize = onnx.helper.make_node("Resize", inputs, ["y"])
+    resize.attribute.extend(attrs.values())
+    graph = onnx.helper.make_graph(
+        [resize],
+        "resize_axis",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, dims)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        extra,
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 19)])
+    result = create_session(model, "cpu").run(None, {"x": basis})[0]
+    return result.reshape(n, m)
+
+
+@rule("Resize")
+def resize(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
+    attrs = attributes(node)
+    x = node.input[0]
+    if attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize" or attrs.get("axes"):
+        raise AuditError(f"{describe_node(node)}: tf_crop_and_resize/axes are not supported")
+    if attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise AuditError(f"{describe_node(node)}: only keep_aspect_ratio_policy='stretch'")
+    rank = ctx.rank(x, node)
+    size = ctx.static_dims(x, node, start=2)
+    scales = ctx.value(node.input[2]) if len(node.input) > 2 else None
+    scales = None if scales is None or scales.size == 0 else scales
+    if scales is None:
+        sizes = ctx.constant(node.input[3] if len(node.input) > 3 else "", node, "scales or sizes")
+        out = [int(s) for s in sizes[2:]]
+    else:
+        if np.any(scales[:2] != 1):
+            raise AuditError(f"{describe_node(node)}: Resize over batch or channels")
+        out = [int(np.floor(i * s)) for i, s in zip(size, scales[2:], strict=True)]
+    grad = grads[0]
+    dtype = ctx.np_dtype(x)
+    for i in reversed(range(len(size))):
+        axis = 2 + i
+        if axis < rank - 2:
+            raise AuditError(f"{describe_node(node)}: only the last two axes may be resized")
+        matrix = _resize_matrix(
+            node, axis, rank, size[i], out[i], None if scales is None else scales[axis]
+        )
+        if matrix.shape[0] == matrix.shape[1] and np.array_equal(matrix, np.eye(size[i])):
+            continue
+        if axis == rank - 1:
+            grad = ctx.op("MatMul", [grad, ctx.const(matrix.T.astype(dtype), "resize")])
+        else:
+            grad = ctx.op("MatMul", [ctx.const(matrix.astype(dtype), "resize"), grad])
+    return _only_first(node, grad)
