@@ -45,14 +45,16 @@ class FeatureExtractor:
         if grid is not None and grid < 1:
             raise AuditError(f"--grid must be at least 1, got {grid}")
         if sample_feature and info.sample_feature_name is None:
-            raise AuditError("the model has no Gemm/MatMul classifier: no sample feature", model.path)
+            raise AuditError(
+                "the model has no Gemm/MatMul classifier: no sample feature", model.path
+            )
         names = [layer.name for layer in chosen]
         proto, mapping = rewrite.expose_tensors(
             model.proto,
             names,
             layouts={layer.name: layer.layout for layer in chosen},
             grid=grid,
-            shapes={layer.name: (layer.height, layer.width) for layer in chosen},
+            shapes={layer.name: (layer.channels, layer.height, layer.width) for layer in chosen},
         )
         extra = [info.sample_feature_name] if sample_feature else []
         proto, extra_mapping = rewrite.expose_tensors(proto, extra)
@@ -144,4 +146,3 @@ class FeatureExtractor:
                 value = value.reshape(len(value), -1)
             out[key] = value.astype(self.dtype, copy=False)
         return out
-

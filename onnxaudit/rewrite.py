@@ -105,7 +105,7 @@ def expose_tensors(
     names: list[str],
     layouts: dict[str, str] | None = None,
     grid: int | None = None,
-    shapes: dict[str, tuple[int, int]] | None = None,
+    shapes: dict[str, tuple[int, int, int]] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """Add `names` as graph outputs; returns the new model and a map name -> output name.
 
@@ -169,10 +169,10 @@ def adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
 
 
 def _regional(
-    graph: onnx.GraphProto, tensor: str, name: str, hw: tuple[int, int], grid: int
+    graph: onnx.GraphProto, tensor: str, name: str, chw: tuple[int, int, int], grid: int
 ) -> str:
     """Pool an NCHW map to at most grid x grid and reshape it to (N, R, C) regional features."""
-    height, width = hw
+    channels, height, width = chw
     out_h, out_w = min(grid, height), min(grid, width)
     pooled = tensor
     if (out_h, out_w) != (height, width):
@@ -192,9 +192,11 @@ def _regional(
             swapped = _append(graph, "Transpose", [along_w], f"{name}::swap", perm=[0, 1, 3, 2])
             along_h = _append(graph, "MatMul", [swapped, pool_h], f"{name}::pool_rows")
             pooled = _append(graph, "Transpose", [along_h], f"{name}::pool", perm=[0, 1, 3, 2])
-    shape = _constant(graph, f"{name}::flat_shape", np.array([0, 0, -1], np.int64))
-    flat = _append(graph, "Reshape", [pooled, shape], f"{name}::flat")
-    return _append(graph, "Transpose", [flat], f"{name}::regions", perm=[0, 2, 1])
+    # NCHW -> NHWC first: onnxruntime folds this Transpose into the reorder out of its blocked
+    # NCHWc layout, so the regional features cost no extra pass; the Reshape is then free.
+    nhwc = _append(graph, "Transpose", [pooled], f"{name}::nhwc", perm=[0, 2, 3, 1])
+    shape = _constant(graph, f"{name}::regions_shape", np.array([0, -1, channels], np.int64))
+    return _append(graph, "Reshape", [nhwc, shape], f"{name}::regions")
 
 
 def _append(graph: onnx.GraphProto, op: str, inputs: list[str], stem: str, **attrs) -> str:

@@ -1,0 +1,64 @@
+"""Plain inference vs regional extraction (in-graph pooling) vs full-resolution extraction.
+
+Run by hand:  python bench/extract.py [--model models/zoo/vgg.onnx] [--batch 128] [--threads 2]
+All three are timed in one run, interleaved, so the ratios survive a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from onnxaudit.extract import FeatureExtractor
+from onnxaudit.model import prepare_model
+from onnxaudit.runtime import create_session
+
+ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "PRelu", "Sigmoid", "HardSwish", "Elu"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="models/zoo/vgg.onnx")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--grid", type=int, default=14)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+
+    prepared = prepare_model(args.model)
+    # "Every conv layer": the activation that follows each convolution (Conv+Relu stay fused).
+    layers = [layer.name for layer in prepared.info.layers if layer.op_type in ACTIVATIONS]
+    x = np.random.default_rng(0).random((args.batch, *prepared.info.input_shape), np.float32)
+    plain = create_session(prepared.proto, device="cpu", threads=args.threads)
+    feed = {prepared.info.input_name: x}
+    common = dict(device="cpu", threads=args.threads, batch_size=args.batch)
+    runs = {
+        "plain inference": lambda _: plain.run(None, feed),
+        f"regional, {len(layers)} layers, grid {args.grid}": FeatureExtractor(
+            prepared, layers, grid=args.grid, **common
+        ).transform,
+        f"full resolution, {len(layers)} layers": FeatureExtractor(
+            prepared, layers, **common
+        ).transform,
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(3):  # warm-up
+        for fn in runs.values():
+            fn(x)
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["plain inference"])
+    print(f"model {args.model}, batch {args.batch}, {args.threads} threads, {args.repeats} repeats")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:40s} {median * 1e3:8.2f} ms  {median / base:5.2f}x plain")
+
+
+if __name__ == "__main__":
+    main()
