@@ -399,35 +399,34 @@ class _Window:
 def _window(ctx: GradContext, node: onnx.NodeProto, kernel: list[int], ceil: bool = False):
     """Resolve auto_pad and ceil_mode to explicit pads from the static input dims."""
     attrs = attributes(node)
-    size = ctx.static_dims(node.input[0], node, start=2)
+    size = np.asarray(ctx.static_dims(node.input[0], node, start=2))
     n = len(size)
-    strides = list(attrs.get("strides") or [1] * n)
-    dilations = list(attrs.get("dilations") or [1] * n)
-    pads = list(attrs.get("pads") or [0] * (2 * n))
+    strides = np.asarray(attrs.get("strides") or [1] * n)
+    dilations = np.asarray(attrs.get("dilations") or [1] * n)
+    pads = np.asarray(attrs.get("pads") or [0] * (2 * n))
     auto_pad = attrs.get("auto_pad", "NOTSET")
-    span = [d * (k - 1) + 1 for d, k in zip(dilations, kernel, strict=True)]
+    span = dilations * (np.asarray(kernel) - 1) + 1
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        out = [-(-i // s) for i, s in zip(size, strides, strict=True)]
-        total = [max((o - 1) * s + w - i, 0) for o, s, w, i in zip(out, strides, span, size)]
-        low = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
-        pads = low + [t - lo for t, lo in zip(total, low, strict=True)]
+        total = np.maximum((-(-size // strides) - 1) * strides + span - size, 0)
+        low = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+        pads = np.concatenate([low, total - low])
     elif auto_pad == "VALID":
-        pads = [0] * (2 * n)
+        pads = np.zeros(2 * n, dtype=int)
     begin, end = pads[:n], pads[n:]
-    out = []
-    for i in range(n):
-        reach = size[i] + begin[i] + end[i] - span[i]
-        count = (-(-reach // strides[i]) if ceil else reach // strides[i]) + 1
-        if ceil and (count - 1) * strides[i] >= size[i] + begin[i]:
-            count -= 1  # the last window must start inside the input or the left padding
-        out.append(count)
-    extra = [
-        (o - 1) * s + w - (i + b + e)
-        for o, s, w, i, b, e in zip(out, strides, span, size, begin, end)
-    ]
-    end = [e + max(x, 0) for e, x in zip(end, extra, strict=True)]
-    output_padding = [max(-x, 0) for x in extra]
-    return _Window(kernel, strides, dilations, begin, end, output_padding, out)
+    reach = size + begin + end - span
+    out = (-(-reach // strides) if ceil else reach // strides) + 1
+    if ceil:  # the last window must start inside the input or the left padding
+        out -= (out - 1) * strides >= size + begin
+    extra = (out - 1) * strides + span - (size + begin + end)
+    return _Window(
+        kernel=list(kernel),
+        strides=strides.tolist(),
+        dilations=dilations.tolist(),
+        begin=begin.tolist(),
+        end=(end + np.maximum(extra, 0)).tolist(),
+        output_padding=np.maximum(-extra, 0).tolist(),
+        out=out.tolist(),
+    )
 
 
 def _transposed(ctx: GradContext, grad: str, weight: str, win: _Window, group: int = 1) -> str:
