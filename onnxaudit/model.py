@@ -124,7 +124,9 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
-        raise AuditError(f"cannot read the model's external data: {_first_line(exc)}", path) from exc
+        raise AuditError(
+            f"cannot read the model's external data: {_first_line(exc)}", path
+        ) from exc
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
@@ -160,6 +162,16 @@ def describe(model: onnx.ModelProto, path: str | Path = "model") -> ModelInfo:
 
     shapes = {vi.name: _dims(vi) for vi in (*graph.value_info, *graph.output)}
     types = {vi.name: vi.type.tensor_type.elem_type for vi in (*graph.value_info, *graph.output)}
+    unknown = [
+        out
+        for node in graph.node
+        for out in node.output
+        if out and not _static(shapes.get(out)) and node.op_type not in RESTATING_OPS
+    ]
+    if unknown:
+        probed = _probe(model, image, dims, unknown, path)
+        shapes.update({name: list(arr.shape) for name, arr in probed.items()})
+        types.update({name: _ELEM_TYPES.get(arr.dtype, 0) for name, arr in probed.items()})
     layouts = _propagate_layouts(graph, image.name, layout)
     layers = []
     for node in graph.node:
@@ -220,6 +232,35 @@ def prepare_model(
     return PreparedModel(str(path), proto, info, digest, mean, std)
 
 
+_ELEM_TYPES = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float16): TensorProto.FLOAT16,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+}
+
+
+def _static(shape: list | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape[1:])
+
+
+def _probe(
+    model: onnx.ModelProto, image: onnx.ValueInfoProto, dims: list, names: list[str], path
+) -> dict[str, np.ndarray]:
+    """Shapes that inference could not reach, read off one run on a zero batch."""
+    from onnxaudit.runtime import create_session
+
+    exposed = rewrite._copy(model)
+    exposed.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+    batch = [d if isinstance(d, int) else 1 for d in dims]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(image.type.tensor_type.elem_type)
+    try:
+        session = create_session(exposed, device="cpu")
+        values = session.run(names, {image.name: np.zeros(batch, dtype)})
+    except Exception as exc:
+        raise AuditError(f"cannot probe the feature map shapes: {_first_line(exc)}", path) from exc
+    return dict(zip(names, values, strict=True))
+
+
 def _per_channel(values, channels: int) -> tuple[float, ...] | None:
     if values is None:
         return None
@@ -236,7 +277,10 @@ def _dims(value_info: onnx.ValueInfoProto) -> list | None:
     tensor_type = value_info.type.tensor_type
     if not tensor_type.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+        for d in tensor_type.shape.dim
+    ]
 
 
 def _input_layout(graph: onnx.GraphProto, name: str, dims: list) -> str:
@@ -276,7 +320,9 @@ def _propagate_layouts(graph: onnx.GraphProto, input_name: str, layout: str) -> 
     return layouts
 
 
-def _sample_feature(graph: onnx.GraphProto, logits: str, shapes: dict) -> tuple[str | None, int | None]:
+def _sample_feature(
+    graph: onnx.GraphProto, logits: str, shapes: dict
+) -> tuple[str | None, int | None]:
     """The data input of the last Gemm/MatMul on the path to the logits."""
     initializers = {t.name for t in graph.initializer}
     constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
@@ -293,7 +339,11 @@ def _sample_feature(graph: onnx.GraphProto, logits: str, shapes: dict) -> tuple[
             data = [i for i in node.input[:2] if i not in initializers and i not in constants]
             if len(data) == 1:
                 shape = shapes.get(data[0])
-                dim = int(np.prod(shape[1:])) if shape and all(isinstance(d, int) for d in shape[1:]) else None
+                dim = (
+                    int(np.prod(shape[1:]))
+                    if shape and all(isinstance(d, int) for d in shape[1:])
+                    else None
+                )
                 return data[0], dim
     return None, None
 

@@ -153,3 +153,22 @@ def test_extract_to_npz_streams_everything(nchw_path, tmp_path):
         np.testing.assert_allclose(saved["pool1"], adaptive_pool(expected["pool1"], 2), atol=1e-5)
         np.testing.assert_array_equal(saved["labels"], data.labels)
     assert [p.name for p in out.parent.iterdir()] == ["feats.npz"]
+
+
+def test_shapes_inference_cannot_reach_are_probed(tmp_path):
+    """A Reshape whose target shape is computed at run time defeats shape inference."""
+    model = small_cnn(seed=4)
+    graph = model.graph
+    helper = onnx.helper
+    idx = [i for i, n in enumerate(graph.node) if n.output[0] == "pool1"][0]
+    graph.node[idx].output[0] = "pool1_raw"
+    graph.node.insert(idx + 1, helper.make_node("Shape", ["pool1_raw"], ["pool1_shape"]))
+    graph.node.insert(
+        idx + 2, helper.make_node("Reshape", ["pool1_raw", "pool1_shape"], ["pool1_dyn"])
+    )
+    graph.node.insert(idx + 3, helper.make_node("Relu", ["pool1_dyn"], ["pool1"]))
+    path = tmp_path / "dyn.onnx"
+    onnx.save(model, path)
+    info = prepare_model(path).info
+    layer = info.layer("pool1")
+    assert (layer.channels, layer.height, layer.width) == (4, 4, 4)
