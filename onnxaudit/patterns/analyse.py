@@ -1,0 +1,235 @@
+"""`analyse_patterns`: search, measure and judge the class-wise patterns of one prepared model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnxaudit.patterns.evaluate import (
+    clean_rate,
+    overall_power,
+    power_curve,
+    predict_labels,
+    predictive_power,
+    smallest_k,
+    split_search_eval,
+)
+from onnxaudit.patterns.search import ClassPatternSearch
+from onnxaudit.patterns.shape import ShapeStats, shape_stats
+from onnxaudit.patterns.verdict import BackdoorVerdict, backdoor_verdict
+
+# Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
+# smallest one reaching 90 % is the "k90" statistic of the verdict.
+K_GRID = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+DEFAULT_CANVASES = ("confident", "white", "free")
+StageProgress = Callable[[str, int, int], None]
+
+
+@dataclass
+class PatternsResult:
+    """Per class and canvas: masks, patterns, predictive power, shape statistics; the verdict.
+
+    Arrays are indexed [canvas, class] in the order of `canvas_labels` and `classes`.
+    """
+
+    classes: list[int]
+    class_names: list[str]
+    canvas_labels: list[str]
+    k: float
+    settings: dict[str, Any]
+    masks: np.ndarray  # (V, T, H, W) continuous masks after the search
+    canvases: np.ndarray  # (V, T, C, H, W)
+    binary_masks: np.ndarray  # (V, T, H, W) top-k
+    power_table: np.ndarray  # (V, T, K) predictive power per source class (NaN for t itself)
+    power: np.ndarray  # (V, T) pooled over the other classes
+    clean_rate: np.ndarray  # (T,) clean images of other classes predicted as t
+    k_grid: tuple[float, ...]
+    curve: np.ndarray  # (V, T, len(k_grid)) predictive power against pattern size
+    k90: np.ndarray  # (V, T) smallest k of the grid reaching 90 %; NaN if none
+    mask_l1: np.ndarray  # (V, T) ||m||_1 / (H*W) of the continuous mask
+    shapes: list[list[ShapeStats]]  # [canvas][class]
+    verdict: BackdoorVerdict
+    eval_accuracy: float
+    n_search: int
+    n_eval: int
+    loss_history: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+
+    @property
+    def patterns(self) -> np.ndarray:
+        """(V, T, C, H, W) the canvas pixels kept by the binary masks."""
+        return self.binary_masks[:, :, None] * self.canvases
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data: the per-class summary (best canvas), every canvas's numbers, the verdict."""
+        best = self.power.argmax(axis=0)
+        rows = []
+        for ti, t in enumerate(self.classes):
+            b = int(best[ti])
+            rows.append(
+                {
+                    "class": int(t),
+                    "name": self.class_names[ti],
+                    "predictive_power": float(self.power[b, ti]),
+                    "best_canvas": self.canvas_labels[b],
+                    "clean_rate": float(self.clean_rate[ti]),
+                    "mask_l1": float(self.mask_l1[b, ti]),
+                    "k90": _num(
+                        self.k90[:, ti].min() if np.isfinite(self.k90[:, ti]).any() else None
+                    ),
+                    "anomaly_index": float(self.verdict.anomaly_index[ti]),
+                    "suspected": bool(int(t) in self.verdict.classes),
+                    "canvases": {
+                        label: {
+                            "predictive_power": float(self.power[v, ti]),
+                            "per_source": [_num(p) for p in self.power_table[v, ti]],
+                            "mask_l1": float(self.mask_l1[v, ti]),
+                            "k90": _num(self.k90[v, ti]),
+                            "curve": [float(p) for p in self.curve[v, ti]],
+                            "shape": self.shapes[v][ti].to_dict(),
+                            "positions": np.argwhere(self.binary_masks[v, ti] > 0.5).tolist(),
+                        }
+                        for v, label in enumerate(self.canvas_labels)
+                    },
+                }
+            )
+        return {
+            "method": "class-wise patterns (Zhao et al.), all classes searched in shared batches",
+            "settings": self.settings,
+            "k": self.k,
+            "k_grid": list(self.k_grid),
+            "canvases": self.canvas_labels,
+            "n_search": self.n_search,
+            "n_eval": self.n_eval,
+            "eval_accuracy": self.eval_accuracy,
+            "classes": rows,
+            "backdoor": self.verdict.to_dict(),
+        }
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def analyse_patterns(
+    pm: Any,
+    dataset: Any,
+    classes: Sequence[int] | None = None,
+    k: float = 0.05,
+    seed: int = 0,
+    device: str = "auto",
+    progress: StageProgress | None = None,
+    canvas: str | Sequence[str] = DEFAULT_CANVASES,
+    epochs: float = 5,
+    batch_per_class: int = 4,
+    search_fraction: float = 0.5,
+    threads: int | None = None,
+) -> PatternsResult:
+    """Search every class's pattern on one part of `dataset`, measure it on the disjoint rest.
+
+    `pm` is a PreparedModel; `dataset` an onnxaudit Dataset (use `.subset()` to bound the cost).
+    """
+    from onnxaudit.gradients import CrossEntropy, InputGradient
+    from onnxaudit.runtime import create_session
+
+    info = pm.info
+    x = dataset.images(info.input_shape)
+    y = np.asarray(dataset.labels, dtype=np.int64)
+    search_idx, eval_idx = split_search_eval(y, search_fraction, seed)
+    grad = InputGradient(
+        pm.proto, objective=CrossEntropy(targeted=False, reduction="sum"), device=device
+    )
+    session = create_session(pm.proto, device=device, threads=threads)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([info.logits_name], {info.input_name: batch})[0]
+
+    search = ClassPatternSearch(
+        k=k,
+        batch_per_class=batch_per_class,
+        epochs=epochs,
+        canvas=canvas,
+        classes=classes,
+        seed=seed,
+        progress=None if progress is None else lambda i, n: progress("search", i, n),
+    ).fit(grad, x[search_idx], y[search_idx])
+    return measure(
+        search, predict, x[eval_idx], y[eval_idx], info.num_classes, info.class_names, progress
+    )
+
+
+def measure(
+    search: ClassPatternSearch,
+    predict: Callable[[np.ndarray], np.ndarray],
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    num_classes: int,
+    class_names: Sequence[str],
+    progress: StageProgress | None = None,
+    k_grid: Sequence[float] = K_GRID,
+) -> PatternsResult:
+    """Predictive power, k90, shapes and the verdict of a fitted search on held-out images."""
+    classes = [int(t) for t in search.classes_]
+    n_canvas = len(search.canvas_labels_)
+    clean_pred = predict_labels(predict, x_eval)
+    tables, curves = [], []
+    for v in range(n_canvas):
+        tables.append(
+            predictive_power(
+                predict,
+                x_eval,
+                y_eval,
+                search.binary_masks_[v],
+                search.canvases_[v],
+                classes,
+                num_classes,
+            )
+        )
+        curves.append(
+            power_curve(
+                predict, x_eval, y_eval, search.masks_[v], search.canvases_[v], classes, k_grid
+            )
+        )
+        if progress is not None:
+            progress("evaluate", v + 1, n_canvas)
+    table = np.stack(tables)
+    curve = np.stack(curves)
+    power = np.stack([overall_power(tab, y_eval, classes) for tab in table])
+    k90 = np.stack([smallest_k(c, k_grid) for c in curve])
+    h, w = search.masks_.shape[-2:]
+    mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
+    shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in search.binary_masks_]
+    verdict = backdoor_verdict(power, k90, mask_l1, shapes, classes, list(k_grid))
+    return PatternsResult(
+        classes=classes,
+        class_names=[str(class_names[t]) for t in classes],
+        canvas_labels=list(search.canvas_labels_),
+        k=float(search.k),
+        settings={
+            "alpha": search.alpha,
+            "beta": search.beta,
+            "step": search.step,
+            "batch_per_class": search.batch_per_class,
+            "epochs": search.epochs,
+            "steps": search.n_steps_,
+            "seed": search.seed,
+        },
+        masks=search.masks_,
+        canvases=search.canvases_,
+        binary_masks=search.binary_masks_,
+        power_table=table,
+        power=power,
+        clean_rate=clean_rate(clean_pred, y_eval, classes),
+        k_grid=tuple(k_grid),
+        curve=curve,
+        k90=k90,
+        mask_l1=mask_l1,
+        shapes=shapes,
+        verdict=verdict,
+        eval_accuracy=float((clean_pred == y_eval).mean()),
+        n_search=int(search.n_images_),
+        n_eval=int(len(y_eval)),
+        loss_history=search.loss_history_,
+    )

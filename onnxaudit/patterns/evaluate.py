@@ -1,0 +1,103 @@
+"""Predictive power: how often a pasted pattern turns images of other classes into its class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from onnxaudit.patterns.search import blend, top_k_mask
+
+PredictFn = Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) in [0,1] -> logits (N, K)
+
+
+def predict_labels(predict_fn: PredictFn, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    """argmax labels of `predict_fn` over x, `batch` images at a time."""
+    out = [np.asarray(predict_fn(x[s : s + batch])).argmax(axis=1) for s in range(0, len(x), batch)]
+    return np.concatenate(out).astype(np.int64) if out else np.empty(0, np.int64)
+
+
+def split_search_eval(
+    y: np.ndarray, search_fraction: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint (search, eval) index arrays: a seeded stratified split, `search_fraction` per class."""
+    rng = np.random.default_rng(seed)
+    search, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n = int(round(search_fraction * len(idx)))
+        search.append(idx[:n])
+        held.append(idx[n:])
+    return np.sort(np.concatenate(search)), np.sort(np.concatenate(held))
+
+
+def predictive_power(
+    predict_fn: PredictFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    binary_masks: np.ndarray,
+    canvases: np.ndarray,
+    classes: Sequence[int],
+    num_classes: int,
+    batch: int = 512,
+) -> np.ndarray:
+    """(T, num_classes) fraction of images of each source class predicted as t once the pattern
+    of t (binary mask (T, H, W) over canvas (T, C, H, W)) is pasted; NaN where source == t."""
+    table = np.full((len(classes), num_classes), np.nan)
+    for ti, t in enumerate(classes):
+        others = y != t
+        pasted = blend(binary_masks[ti], canvases[ti], x[others])
+        hit = predict_labels(predict_fn, pasted, batch) == t
+        src = y[others]
+        for s in np.unique(src):
+            table[ti, s] = hit[src == s].mean()
+    return table
+
+
+def overall_power(table: np.ndarray, y: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """(T,) pooled predictive power over all other-class images (source rates weighted by count)."""
+    counts = np.bincount(y, minlength=table.shape[1]).astype(float)
+    out = np.empty(len(classes))
+    for ti, t in enumerate(classes):
+        weights = counts.copy()
+        weights[t] = 0.0
+        rates = np.nan_to_num(table[ti])
+        out[ti] = (rates * weights).sum() / weights.sum()
+    return out
+
+
+def clean_rate(labels_pred: np.ndarray, y: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """(T,) fraction of clean other-class images already predicted as t: the baseline."""
+    return np.array([(labels_pred[y != t] == t).mean() for t in classes])
+
+
+def power_curve(
+    predict_fn: PredictFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    masks: np.ndarray,
+    canvases: np.ndarray,
+    classes: Sequence[int],
+    ks: Sequence[float],
+    batch: int = 512,
+) -> np.ndarray:
+    """(T, len(ks)) pooled predictive power of the top-k pattern of each class, for each k."""
+    num_classes = int(y.max()) + 1
+    columns = [
+        overall_power(
+            predictive_power(
+                predict_fn, x, y, top_k_mask(masks, k), canvases, classes, num_classes, batch
+            ),
+            y,
+            classes,
+        )
+        for k in ks
+    ]
+    return np.stack(columns, axis=1)
+
+
+def smallest_k(curve: np.ndarray, ks: Sequence[float], level: float = 0.9) -> np.ndarray:
+    """(T,) the smallest k of the grid whose pattern reaches `level` predictive power; NaN if none."""
+    reached = curve >= level
+    first = reached.argmax(axis=1)
+    return np.where(reached.any(axis=1), np.asarray(ks, dtype=float)[first], np.nan)
