@@ -1,0 +1,98 @@
+"""Model comparison: audits of several models on the same images, in one coordinate system.
+
+Every model is audited exactly as `onnxaudit audit` would (same subset, seed and settings); the
+knowledge module then embeds each other model's regional features in the FIRST model's sample
+embedding (same class directions), so knowledge points and feature changes are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxaudit.audit import AuditConfig, AuditRun, StageProgress, run_audit
+from onnxaudit.errors import AuditError
+from onnxaudit.report import EmbeddedFigure
+from onnxaudit.results import build_comparison
+
+
+@dataclass
+class CompareRun:
+    """The compare@1 document and the figures of the comparison report."""
+
+    doc: dict[str, Any]
+    figures: dict[str, list[EmbeddedFigure]] = field(default_factory=dict)
+
+
+def audit_models(
+    models: Sequence[Any],
+    dataset: Any,
+    config: AuditConfig,
+    progress: StageProgress | None = None,
+    display_paths: Sequence[str | Path | None] | None = None,
+) -> list[AuditRun]:
+    """Audit each PreparedModel on the same dataset with the same settings."""
+    paths = list(display_paths) if display_paths is not None else [None] * len(models)
+    return [
+        run_audit(pm, dataset, config, _prefixed(progress, pm), path)
+        for pm, path in zip(models, paths, strict=True)
+    ]
+
+
+def _prefixed(progress: StageProgress | None, pm: Any) -> StageProgress | None:
+    if progress is None:
+        return None
+    name = Path(pm.path).stem
+    return lambda stage, done, total: progress(f"{name}: {stage}", done, total)
+
+
+def compare_runs(runs: Sequence[AuditRun], progress: StageProgress | None = None) -> CompareRun:
+    """Put audited models side by side; the first is the reference coordinate system."""
+    if len(runs) < 2:
+        raise AuditError("compare needs at least two models")
+    names = [run.result["model"]["name"] for run in runs]
+    comparison: dict[str, Any] = {
+        "reference": names[0],
+        "models": names,
+        "layer_deltas": [layer_deltas(runs[0].result, run.result) for run in runs[1:]],
+    }
+    figures: dict[str, list[EmbeddedFigure]] = {}
+    figures.update({key: list(value) for key, value in _merge_figures(runs).items()})
+    return CompareRun(build_comparison([run.result for run in runs], comparison), figures)
+
+
+def layer_deltas(reference: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Per analysed-layer position: the other model's knowledge points and reliable ratio minus
+    the reference's (positions, not names, align models of different architectures)."""
+    ref_layers = (reference.get("knowledge") or {}).get("layers") or []
+    other_layers = (other.get("knowledge") or {}).get("layers") or []
+    rows = []
+    for position, (a, b) in enumerate(zip(ref_layers, other_layers, strict=False), start=1):
+        rows.append(
+            {
+                "position": position,
+                "reference_layer": a["name"],
+                "layer": b["name"],
+                "knowledge_points": _diff(b.get("knowledge_points"), a.get("knowledge_points")),
+                "reliable_ratio": _diff(b.get("reliable_ratio"), a.get("reliable_ratio")),
+            }
+        )
+    return {"model": other["model"]["name"], "layers": rows}
+
+
+def _diff(new: float | None, old: float | None) -> float | None:
+    return None if new is None or old is None else float(new) - float(old)
+
+
+def _merge_figures(runs: Sequence[AuditRun]) -> dict[str, list[EmbeddedFigure]]:
+    """Each model's image-level figures, titled with the model's name, grouped by section."""
+    merged: dict[str, list[EmbeddedFigure]] = {}
+    for run in runs:
+        name = run.result["model"]["name"]
+        for section, items in run.figures.items():
+            merged.setdefault(section, []).extend(
+                EmbeddedFigure(f"{name}: {fig.title}", fig.src, fig.caption) for fig in items
+            )
+    return merged
