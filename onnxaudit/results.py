@@ -45,20 +45,6 @@ def model_section(pm: Any, path: str | Path | None = None) -> dict[str, Any]:
     return section
 
 
-def data_section(dataset: Any, per_class: int | None, seed: int) -> dict[str, Any]:
-    """Identify the analysed images: source, count per class, the subset's seed and class names."""
-    labels = np.asarray(dataset.labels)
-    counts = np.bincount(labels, minlength=len(dataset.classes)) if labels.size else []
-    return {
-        "source": str(dataset.source),
-        "n": int(labels.size),
-        "per_class": per_class,
-        "seed": int(seed),
-        "classes": [str(c) for c in dataset.classes],
-        "counts": [int(c) for c in counts],
-    }
-
-
 def build_result(
     model: Mapping[str, Any],
     data: Mapping[str, Any],
