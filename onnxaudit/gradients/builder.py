@@ -41,7 +41,7 @@ def build_gradient_model(
     ctx = GradContext(model)
     ctx.varied = varied = _varied(graph, image, ctx.types)
     needed = _needed(graph, logits)
-    active = [n for n in graph.node if any(o in needed for o in n.output) and set(n.input) & varied]
+    active = [n for n in graph.node if any(o in needed and o in varied for o in n.output)]
     _check_rules(active, varied)
     if logits not in varied:
         raise AuditError(f"output {logits!r} does not depend on input {image!r}")
@@ -130,25 +130,18 @@ def _check_rules(active: list[onnx.NodeProto], varied: set[str]) -> None:
 def _assemble(
     model: onnx.ModelProto, ctx: GradContext, outputs: dict[str, str], image: str
 ) -> onnx.ModelProto:
+    """Replace the outputs by the named results; each takes the type of the tensor it mirrors."""
     graph = model.graph
-    image_info = next(i for i in graph.input if i.name == image)
-    logits_info = graph.output[0]
-    renames = []
-    infos = []
+    logits = graph.output[0].name
+    mirrors = {"loss": logits, "logits": logits, "input_grad": image}
+    renames, infos = [], []
     for name, tensor in outputs.items():
         if name != tensor:
             renames.append(
                 helper.make_node("Identity", [tensor], [ctx.claim(name)], name=f"grad/out/{name}")
             )
-        if name == "input_grad":
-            info = helper.make_tensor_value_info(name, image_info.type.tensor_type.elem_type, None)
-            info.type.CopyFrom(image_info.type)
-        elif name == "logits":
-            info = helper.make_tensor_value_info(name, logits_info.type.tensor_type.elem_type, None)
-            info.type.CopyFrom(logits_info.type)
-        else:
-            info = helper.make_tensor_value_info(name, ctx.elem_type(tensor), None)
-        infos.append(info)
+        source = mirrors.get(name, name.removeprefix("grad:"))
+        infos.append(helper.make_tensor_value_info(name, ctx.elem_type(source), None))
     graph.node.extend([*ctx.nodes, *renames])
     graph.initializer.extend(ctx.initializers)
     graph.input.extend(ctx.inputs)

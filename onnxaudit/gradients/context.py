@@ -14,6 +14,12 @@ FLOAT_TYPES = frozenset(
     {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 )
 
+_LOGIC = ("Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Not")
+_RESULT_TYPES = {
+    **dict.fromkeys(_LOGIC, TensorProto.BOOL),
+    **dict.fromkeys(("Shape", "ArgMax"), TensorProto.INT64),
+}
+
 
 def attributes(node: onnx.NodeProto) -> dict:
     """A node's attributes as plain Python values (strings decoded)."""
@@ -78,6 +84,12 @@ class GradContext:
         """Emit one standard-domain node; returns its output name (or names when outputs > 1)."""
         names = [self.fresh(op_type.lower()) for _ in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), names, name=names[0], **attrs))
+        if op_type == "Cast":
+            elem_type = attrs["to"]
+        else:
+            elem_type = _RESULT_TYPES.get(op_type) or self.types.get(inputs[0])
+        if elem_type:
+            self.types.update(dict.fromkeys(names, elem_type))
         return names[0] if outputs == 1 else names
 
     def const(self, value: np.ndarray, hint: str = "const") -> str:

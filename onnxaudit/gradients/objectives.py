@@ -50,9 +50,10 @@ class CrossEntropy:
         column = ctx.op("Unsqueeze", [labels, ctx.ints([1])])
         picked = ctx.op("GatherElements", [log_probs, column], axis=1)
         per_sample = ctx.op("Neg", [ctx.op("Squeeze", [picked, ctx.ints([1])])])
-        depth = ctx.op("Slice", [ctx.shape_of(logits), ctx.ints([1]), ctx.ints([2])])
-        onehot_values = ctx.const(np.asarray([0, 1], dtype=ctx.np_dtype(logits)), "onehot")
-        onehot = ctx.op("OneHot", [labels, depth, onehot_values], axis=1)
+        zero, one = (ctx.const(np.asarray(i, np.int64)) for i in (0, 1))
+        depth = ctx.op("Gather", [ctx.shape_of(logits), one])
+        classes = ctx.op("Range", [zero, depth, one])
+        onehot = ctx.mask("Equal", column, classes, logits)  # OneHot has no double kernel
         seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), onehot])  # softmax - onehot
         if self.reduction == "none":
             return per_sample, seed

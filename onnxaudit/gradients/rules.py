@@ -93,7 +93,8 @@ def concat(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     axis = _axis(ctx, node, 0)
     take = ctx.ints([axis])
     after = ctx.ints([axis + 1])
-    sizes = ctx.op("Concat", [ctx.op("Slice", [ctx.shape_of(x), take, after]) for x in node.input])
+    sizes = [ctx.op("Slice", [ctx.shape_of(x), take, after]) for x in node.input]
+    sizes = ctx.op("Concat", sizes, axis=0)
     parts = ctx.op("Split", [grads[0], sizes], outputs=len(node.input), axis=axis)
     parts = parts if isinstance(parts, list) else [parts]
     return [p if x in ctx.varied else None for p, x in zip(parts, node.input, strict=True)]
