@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from onnxaudit.errors import AuditError
-from onnxaudit.patterns.analyse import measure
+from onnxaudit.patterns.analyse import analyse_patterns, measure
 from onnxaudit.patterns.evaluate import (
     overall_power,
     power_curve,
@@ -14,6 +16,7 @@ from onnxaudit.patterns.evaluate import (
     smallest_k,
     split_search_eval,
 )
+from onnxaudit.patterns.plots import FIGURES
 from onnxaudit.patterns.search import (
     ClassPatternSearch,
     blend,
@@ -23,6 +26,7 @@ from onnxaudit.patterns.search import (
 )
 from onnxaudit.patterns.shape import shape_stats
 from onnxaudit.patterns.verdict import anomaly_index
+from onnxaudit.results import jsonable
 
 H = 12
 K = 4
@@ -286,3 +290,104 @@ def test_measure_and_verdict_flag_the_planted_target(planted):
     row = doc["classes"][TRIGGER_TARGET]
     assert row["class"] == TRIGGER_TARGET and row["name"] == "d" and row["predictive_power"] == 1.0
     assert row["canvases"]["white"]["shape"]["components"] == 1
+
+
+# -- ONNX end to end ---------------------------------------------------------------------------
+
+
+def tanh_net_onnx(net: TanhNet, path) -> None:
+    """The same TanhNet as an ONNX graph taking (N, 1, H, H)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(net.w1.astype(np.float32), "w1"),
+        numpy_helper.from_array(net.w2.astype(np.float32), "w2"),
+        numpy_helper.from_array(net.b.astype(np.float32), "b"),
+        numpy_helper.from_array(np.zeros(net.w1.shape[0], np.float32), "b1"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "w1", "b1"], ["pre"], transB=1),
+        helper.make_node("Tanh", ["pre"], ["hidden"]),
+        helper.make_node("Gemm", ["hidden", "w2", "b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tanh",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, H, H])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", K])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+
+
+@pytest.fixture(scope="module")
+def onnx_planted(tmp_path_factory):
+    pytest.importorskip("onnxaudit.gradients")
+    folder = tmp_path_factory.mktemp("patterns")
+    tanh_net_onnx(backdoored_linear(), folder / "planted.onnx")
+    x, y = bars_data(per_class=40, seed=2)
+    np.savez(folder / "bars.npz", x=np.round(x[:, 0] * 255).astype(np.uint8), y=y)
+    return folder
+
+
+def test_onnx_gradient_matches_the_numpy_oracle(onnx_planted):
+    from onnxaudit.gradients import CrossEntropy, InputGradient
+    from onnxaudit.model import prepare_model
+    from onnxaudit.patterns.search import call_in_chunks
+
+    pm = prepare_model(onnx_planted / "planted.onnx")
+    grad = InputGradient(pm.proto, CrossEntropy(reduction="sum"), device="cpu")
+    x, y = bars_data(per_class=3, seed=5)
+    logits, g = call_in_chunks(grad, x, y, chunk=5)
+    _, want_logits, want = backdoored_linear()(x.astype(np.float64), y)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(g, want, rtol=1e-3, atol=1e-6)
+
+
+def test_analyse_patterns_end_to_end_on_onnx(onnx_planted):
+    from onnxaudit.data import load_dataset
+    from onnxaudit.model import prepare_model
+
+    pm = prepare_model(onnx_planted / "planted.onnx")
+    ds = load_dataset(onnx_planted / "bars.npz")
+    stages = set()
+    result = analyse_patterns(
+        pm, ds, k=9, epochs=3, device="cpu", progress=lambda s, i, n: stages.add(s)
+    )
+    assert stages == {"search", "evaluate"}
+    assert result.n_search == result.n_eval == 80  # disjoint halves
+    assert result.verdict.classes == [TRIGGER_TARGET]
+    white = result.canvas_labels.index("white")
+    assert (result.binary_masks[white, TRIGGER_TARGET] * trigger_mask()).sum() == 9
+    json.dumps(jsonable(result.to_dict()), allow_nan=False)
+    for plot in FIGURES.values():
+        assert plot(result).axes
+
+
+def test_cli_writes_result_and_figures(onnx_planted, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from onnxaudit.cli.patterns import patterns
+
+    app = typer.Typer()
+    app.command()(patterns)
+    app.command("noop")(lambda: None)  # two commands: the verb is named on the command line
+    args = [str(onnx_planted / "planted.onnx"), "--data", str(onnx_planted / "bars.npz")]
+    args += ["--out", str(tmp_path), "--k", "9", "--epochs", "2", "--classes", "2,3"]
+    run = CliRunner().invoke(app, ["patterns", *args])
+    assert run.exit_code == 0, run.output
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert doc["schema"] == "onnxaudit/result@1"
+    rows = doc["patterns"]["classes"]
+    assert [r["class"] for r in rows] == [2, 3]
+    assert {"class", "name", "predictive_power", "mask_l1", "anomaly_index"} <= set(rows[0])
+    assert isinstance(doc["patterns"]["backdoor"]["suspected"], bool)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "patterns-anomaly.png",
+        "patterns-patterns.png",
+        "patterns-power.png",
+    ]

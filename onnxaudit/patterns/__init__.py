@@ -1,0 +1,19 @@
+"""Paper 2 (Zhao et al.): class-wise patterns in the input space, and a backdoor verdict."""
+
+from onnxaudit.patterns.analyse import PatternsResult, analyse_patterns, measure
+from onnxaudit.patterns.search import ClassPatternSearch, top_k_mask
+from onnxaudit.patterns.shape import ShapeStats, shape_stats
+from onnxaudit.patterns.verdict import BackdoorVerdict, anomaly_index, backdoor_verdict
+
+__all__ = [
+    "BackdoorVerdict",
+    "ClassPatternSearch",
+    "PatternsResult",
+    "ShapeStats",
+    "analyse_patterns",
+    "anomaly_index",
+    "backdoor_verdict",
+    "measure",
+    "shape_stats",
+    "top_k_mask",
+]

@@ -139,7 +139,10 @@ def analyse_patterns(
     y = np.asarray(dataset.labels, dtype=np.int64)
     search_idx, eval_idx = split_search_eval(y, search_fraction, seed)
     grad = InputGradient(
-        pm.proto, objective=CrossEntropy(targeted=False, reduction="sum"), device=device
+        pm.proto,
+        objective=CrossEntropy(targeted=False, reduction="sum"),
+        device=device,
+        threads=threads,
     )
     session = create_session(pm.proto, device=device, threads=threads)
 
@@ -169,11 +172,17 @@ def measure(
     class_names: Sequence[str],
     progress: StageProgress | None = None,
     k_grid: Sequence[float] = K_GRID,
+    curve_per_class: int = 20,
 ) -> PatternsResult:
-    """Predictive power, k90, shapes and the verdict of a fitted search on held-out images."""
+    """Predictive power, k90, shapes and the verdict of a fitted search on held-out images.
+
+    The power-against-k curve uses `curve_per_class` held-out images per class (it multiplies
+    the forward passes by the grid size); predictive power at `k` uses all of them.
+    """
     classes = [int(t) for t in search.classes_]
     n_canvas = len(search.canvas_labels_)
     clean_pred = predict_labels(predict, x_eval)
+    few = split_search_eval(y_eval, curve_per_class, seed=search.seed)[0]
     tables, curves = [], []
     for v in range(n_canvas):
         tables.append(
@@ -189,7 +198,13 @@ def measure(
         )
         curves.append(
             power_curve(
-                predict, x_eval, y_eval, search.masks_[v], search.canvases_[v], classes, k_grid
+                predict,
+                x_eval[few],
+                y_eval[few],
+                search.masks_[v],
+                search.canvases_[v],
+                classes,
+                k_grid,
             )
         )
         if progress is not None:

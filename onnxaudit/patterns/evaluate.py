@@ -20,12 +20,13 @@ def predict_labels(predict_fn: PredictFn, x: np.ndarray, batch: int = 512) -> np
 def split_search_eval(
     y: np.ndarray, search_fraction: float = 0.5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint (search, eval) index arrays: a seeded stratified split, `search_fraction` per class."""
+    """Disjoint (search, eval) index arrays: a seeded stratified split, `search_fraction` of each
+    class (or that many images of each class when it is 1 or more)."""
     rng = np.random.default_rng(seed)
     search, held = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        n = int(round(search_fraction * len(idx)))
+        n = int(round(search_fraction * len(idx))) if search_fraction < 1 else int(search_fraction)
         search.append(idx[:n])
         held.append(idx[n:])
     return np.sort(np.concatenate(search)), np.sort(np.concatenate(held))

@@ -26,6 +26,7 @@ class BackdoorVerdict:
     classes: list[int]
     anomaly_index: np.ndarray  # (T,)
     statistic: np.ndarray  # (T,) the per-class statistic the index is computed on
+    threshold: float
     rule: str
 
     def to_dict(self) -> dict:
@@ -34,6 +35,7 @@ class BackdoorVerdict:
             "classes": self.classes,
             "anomaly_index": [float(a) for a in self.anomaly_index],
             "statistic": [float(s) for s in self.statistic],
+            "threshold": self.threshold,
             "rule": self.rule,
         }
 
@@ -51,4 +53,4 @@ def backdoor_verdict(
     stat = np.log(np.nanmin(np.where(np.isfinite(k90), k90, cap), axis=0))
     index = anomaly_index(stat)
     flagged = [int(t) for t, a in zip(classes, index, strict=True) if a > 2.0]
-    return BackdoorVerdict(bool(flagged), flagged, index, stat, "MAD index of log k90 > 2")
+    return BackdoorVerdict(bool(flagged), flagged, index, stat, 2.0, "MAD index of log k90 > 2")
