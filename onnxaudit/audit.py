@@ -105,7 +105,7 @@ def _knowledge(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgre
 
 
 def _patterns(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgress | None) -> Any:
-    from onnxaudit.patterns import analyse_patterns
+    from onnxaudit.patterns.analyse import analyse_patterns
 
     return analyse_patterns(
         pm,

@@ -24,7 +24,7 @@ from onnxaudit.cli.common import (
     SEED,
     STD,
     THREADS,
-    check_labels,
+    check_compatible,
     parse_floats,
     parse_names,
     progress,
@@ -61,7 +61,7 @@ def compare(
     ]
     dataset = load_dataset(data).subset(per_class, seed)
     for pm in prepared:
-        check_labels(pm, dataset, data)
+        check_compatible(pm, dataset, data)
     config = AuditConfig(
         per_class=per_class,
         seed=seed,

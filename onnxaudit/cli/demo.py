@@ -10,7 +10,7 @@ import typer
 import onnxaudit
 from onnxaudit.audit import AuditConfig, write_audit, write_report
 from onnxaudit.cli.audit import stage_progress
-from onnxaudit.cli.common import DEVICE, SEED, THREADS, check_labels, progress
+from onnxaudit.cli.common import DEVICE, SEED, THREADS, check_compatible, progress
 from onnxaudit.compare import audit_models, compare_runs
 from onnxaudit.data import load_dataset
 from onnxaudit.errors import AuditError
@@ -55,7 +55,7 @@ def demo(
     dataset = replace(load_dataset(root / SUBSET).subset(per_class, seed), source=SUBSET.as_posix())
     models = [prepare_model(root / path) for path in paths]
     for pm in models:
-        check_labels(pm, dataset, SUBSET)
+        check_compatible(pm, dataset, SUBSET)
     config = AuditConfig(
         per_class=per_class,
         seed=seed,
