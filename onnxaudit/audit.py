@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxaudit.errors import AuditError
 from onnxaudit.gates import GateOutcome, junit_xml
-from onnxaudit.report import EmbeddedFigure, render_report
+from onnxaudit.report import EmbeddedFigure, embed_figure, render_report
 from onnxaudit.results import build_result, dumps, model_section, write_atomic
 
 ANALYSES = ("knowledge", "patterns", "robustness")
@@ -137,8 +137,23 @@ def _robustness(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgr
 def analysis_figures(
     analyses: Mapping[str, Any], dataset: Any, pm: Any
 ) -> dict[str, list[EmbeddedFigure]]:
-    """Image-level figures from the analyses' own plot modules (the report adds dict charts)."""
-    return {}
+    """Image-level figures from the analyses' own plot modules; the report adds the charts it
+    can draw from result dicts. Plain dicts (as in tests or re-renders) carry no arrays to plot."""
+    figures: dict[str, list[EmbeddedFigure]] = {}
+    patterns = analyses.get("patterns")
+    if patterns is not None and not isinstance(patterns, Mapping):
+        from onnxaudit.patterns.plots import plot_patterns
+
+        figures["patterns"] = [
+            embed_figure(
+                plot_patterns(patterns),
+                "Pattern of each class",
+                "Top: the canvas with the pattern's pixels outlined; middle: the pattern alone; "
+                "bottom: the searched mask. Titles give the canvas and predictive power (pp); "
+                "red titles are suspected backdoor targets.",
+            )
+        ]
+    return figures
 
 
 def baseline_layers(pm: Any, baseline: Mapping[str, Any] | None) -> list[str] | None:

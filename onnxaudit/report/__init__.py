@@ -38,7 +38,7 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 _ENV.filters["short_layer"] = short_layer
-_ENV.filters["num"] = lambda v, digits=3: "n/a" if v is None else f"{v:.{digits}f}"
+_ENV.filters["num"] = lambda v, digits=3: _number(v, digits)
 
 
 def render_report(
@@ -93,6 +93,14 @@ def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> st
         figures=figures,
         notes=notes,
     )
+
+
+def _number(value: float | None, digits: int) -> str:
+    """Fixed decimals for table cells; huge values (e.g. an anomaly index over a zero MAD) in
+    scientific notation so they stay readable."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{digits}f}"
 
 
 def _builtin(fig: Any, title: str) -> list[EmbeddedFigure]:

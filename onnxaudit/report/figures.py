@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ def embed_figure(fig: Figure, title: str, caption: str = "", dpi: int = 100) -> 
     """Render `fig` to PNG and inline it as base64, so report.html stays one self-contained file."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    if "matplotlib.pyplot" in sys.modules:  # figures from pyplot stay registered until closed
+        sys.modules["matplotlib.pyplot"].close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     return EmbeddedFigure(title=title, src=f"data:image/png;base64,{encoded}", caption=caption)
 
@@ -103,7 +106,10 @@ def patterns_chart(result: Mapping[str, Any]) -> Figure | None:
     power_ax.bar(x, [_num(c.get("predictive_power")) for c in classes], color=colors)
     power_ax.set_ylim(0, 1.05)
     power_ax.set_title("predictive power of each class pattern", fontsize=10)
-    anomaly_ax.bar(x, [_num(c.get("anomaly_index")) for c in classes], color=colors)
+    anomaly = [_num(c.get("anomaly_index")) for c in classes]
+    anomaly_ax.bar(x, anomaly, color=colors)
+    if np.nanmax(np.abs(anomaly), initial=0.0) > 100:  # a zero MAD makes one index explode
+        anomaly_ax.set_yscale("symlog")
     anomaly_ax.set_title("anomaly index (red: suspected target)", fontsize=10)
     for ax in (power_ax, anomaly_ax):
         ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
@@ -134,7 +140,7 @@ def anomaly_heatmap(results: Sequence[Mapping[str, Any]]) -> Figure | None:
     )
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="anomaly index")
     return fig
 
