@@ -73,7 +73,8 @@ def build_gradient_model(
 
     outputs = {"loss": loss, "logits": logits, "input_grad": total(image)}
     outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
-    return _assemble(model, ctx, outputs, image)
+    loss_dims = (None,) if objective.reduction == "none" else ()
+    return _assemble(model, ctx, outputs, image, loss_dims)
 
 
 def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -128,7 +129,11 @@ def _check_rules(active: list[onnx.NodeProto], varied: set[str]) -> None:
 
 
 def _assemble(
-    model: onnx.ModelProto, ctx: GradContext, outputs: dict[str, str], image: str
+    model: onnx.ModelProto,
+    ctx: GradContext,
+    outputs: dict[str, str],
+    image: str,
+    loss_dims: tuple[int | None, ...],
 ) -> onnx.ModelProto:
     """Replace the outputs by the named results; each takes the type of the tensor it mirrors."""
     graph = model.graph
@@ -141,7 +146,9 @@ def _assemble(
                 helper.make_node("Identity", [tensor], [ctx.claim(name)], name=f"grad/out/{name}")
             )
         source = mirrors.get(name, name.removeprefix("grad:"))
-        infos.append(helper.make_tensor_value_info(name, ctx.elem_type(source), None))
+        dims = loss_dims if name == "loss" else ctx.dims.get(source, ())
+        batch = [d if d is not None else ("N" if i == 0 else None) for i, d in enumerate(dims)]
+        infos.append(helper.make_tensor_value_info(name, ctx.elem_type(source), batch))
     graph.node.extend([*ctx.nodes, *renames])
     graph.initializer.extend(ctx.initializers)
     graph.input.extend(ctx.inputs)

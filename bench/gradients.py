@@ -1,0 +1,179 @@
+"""Time one forward+backward input-gradient step: onnxaudit (plain onnxruntime) vs torch autograd.
+
+Both run the same weights at the same thread count in one process: torch executes the ONNX graph
+through `TorchMirror`, a node-by-node torch interpreter for the ops the zoo uses, so the
+comparison needs no separate torch definition of each model.
+
+    python bench/gradients.py [MODEL.onnx ...] [--batch 64] [--threads 2] [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+
+from onnxaudit.gradients import CrossEntropy, InputGradient
+from onnxaudit.gradients.context import attributes
+
+DEFAULT_MODELS = ["models/zoo/vgg.onnx", "models/zoo/resnet.onnx"]
+
+
+def _pads(attrs: dict, n: int) -> tuple[list[int], list[int]]:
+    pads = list(attrs.get("pads") or [0] * (2 * n))
+    return pads[:n], pads[n:]
+
+
+class TorchMirror(torch.nn.Module):
+    """Runs an ONNX classifier's graph with torch ops (enough for conv nets exported by torch)."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        self.graph = model.graph
+        self.consts = {
+            t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+            for t in model.graph.initializer
+        }
+        for node in model.graph.node:
+            if node.op_type == "Constant":
+                value = numpy_helper.to_array(attributes(node)["value"]).copy()
+                self.consts[node.output[0]] = torch.from_numpy(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        env = dict(self.consts)
+        env[self.graph.input[0].name] = x
+        for node in self.graph.node:
+            if node.op_type == "Constant":
+                continue
+            args = [env[i] if i else None for i in node.input]
+            env[node.output[0]] = self._run(node, attributes(node), args)
+        return env[self.graph.output[0].name]
+
+    @staticmethod
+    def _run(node: onnx.NodeProto, a: dict, args: list) -> torch.Tensor:
+        op, x = node.op_type, args[0]
+        if op == "Conv":
+            begin, end = _pads(a, x.dim() - 2)
+            if begin != end:
+                raise NotImplementedError("asymmetric Conv pads")
+            return F.conv2d(
+                x, args[1], args[2] if len(args) > 2 else None,
+                a.get("strides", 1), begin, a.get("dilations", 1), a.get("group", 1),
+            )  # fmt: skip
+        if op in ("MaxPool", "AveragePool"):
+            begin, end = _pads(a, x.dim() - 2)
+            if begin != end:
+                raise NotImplementedError("asymmetric pool pads")
+            kwargs = dict(
+                stride=a.get("strides", 1), padding=begin, ceil_mode=bool(a.get("ceil_mode", 0))
+            )
+            if op == "MaxPool":
+                return F.max_pool2d(x, a["kernel_shape"], dilation=a.get("dilations", 1), **kwargs)
+            return F.avg_pool2d(
+                x,
+                a["kernel_shape"],
+                count_include_pad=bool(a.get("count_include_pad", 0)),
+                **kwargs,
+            )
+        if op == "BatchNormalization":
+            return F.batch_norm(
+                x, args[3], args[4], args[1], args[2], False, 0.0, a.get("epsilon", 1e-5)
+            )
+        if op == "Gemm":
+            a_, b_ = (x.T if a.get("transA") else x), (args[1].T if a.get("transB") else args[1])
+            out = a.get("alpha", 1.0) * a_ @ b_
+            return (
+                out + a.get("beta", 1.0) * args[2] if len(args) > 2 and args[2] is not None else out
+            )
+        if op == "GlobalAveragePool":
+            return x.mean(dim=(2, 3), keepdim=True)
+        if op == "ReduceMean":
+            axes = a.get("axes") or args[1].tolist()
+            return x.mean(dim=tuple(axes), keepdim=bool(a.get("keepdims", 1)))
+        if op == "Flatten":
+            return torch.flatten(x, a.get("axis", 1))
+        if op == "Reshape":
+            shape = [x.shape[i] if s == 0 else s for i, s in enumerate(args[1].tolist())]
+            return x.reshape(shape)
+        simple = {"Relu": torch.relu, "Sigmoid": torch.sigmoid, "Identity": lambda t: t}
+        binary = {"Add": torch.add, "Mul": torch.mul, "MatMul": torch.matmul, "Sub": torch.sub}
+        if op in simple:
+            return simple[op](x)
+        if op in binary:
+            return binary[op](x, args[1])
+        raise NotImplementedError(f"TorchMirror has no {op}")
+
+
+def torch_input_gradient(
+    mirror: TorchMirror, x: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Mean CE and d CE / d x by torch autograd."""
+    xt = torch.from_numpy(x).requires_grad_(True)
+    loss = F.cross_entropy(mirror(xt), torch.from_numpy(y))
+    (grad,) = torch.autograd.grad(loss, xt)
+    return float(loss), grad.numpy()
+
+
+def _best_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def bench(path: str, batch: int, threads: int, repeats: int) -> dict:
+    model = onnx.load(path)
+    rng = np.random.default_rng(0)
+    dims = [d.dim_value or batch for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = rng.uniform(size=dims).astype(np.float32)
+    y = rng.integers(0, 10, size=batch).astype(np.int64)
+    grad = InputGradient(model, CrossEntropy(), device="cpu", threads=threads, batch_size=batch)
+    torch.set_num_threads(threads)
+    mirror = TorchMirror(model).eval()
+    ours = grad(x, y)
+    _, reference = torch_input_gradient(mirror, x, y)
+    error = float(np.abs(ours.input_grad - reference).max() / np.abs(reference).max())
+    onnx_ms = _best_ms(lambda: grad(x, y), repeats)
+    torch_ms = _best_ms(lambda: torch_input_gradient(mirror, x, y), repeats)
+    return {
+        "model": path,
+        "batch": batch,
+        "threads": threads,
+        "onnx_ms": onnx_ms,
+        "torch_ms": torch_ms,
+        "ratio": onnx_ms / torch_ms,
+        "max_rel_error": error,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="*", default=DEFAULT_MODELS)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    print("| model | batch | threads | onnxaudit ms | torch ms | ratio | max rel. error |")
+    print("|---|---|---|---|---|---|---|")
+    for path in args.models:
+        if not Path(path).exists():
+            print(f"| {path} | missing |")
+            continue
+        r = bench(path, args.batch, args.threads, args.repeats)
+        print(
+            f"| {Path(path).name} | {r['batch']} | {r['threads']} | {r['onnx_ms']:.1f} | "
+            f"{r['torch_ms']:.1f} | {r['ratio']:.2f}x | {r['max_rel_error']:.1e} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
