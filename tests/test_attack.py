@@ -1,0 +1,148 @@
+"""PGD against constructions with known answers, and the zoo's clean vs adversarially trained vgg."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxaudit.attack import RobustnessResult, pgd, robustness
+from onnxaudit.errors import AuditError
+from onnxaudit.gradients import CrossEntropy, InputGradient, VectorJacobian
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "models" / "data" / "fashion-mnist-test-subset.npz"
+RNG = np.random.default_rng(3)
+
+
+def linear_classifier(weight: np.ndarray) -> onnx.ModelProto:
+    """logits = flatten(x) W^T on (N, 1, 2, 2) images: its CE gradient sign is known exactly."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["x"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 2, 2])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", len(weight)])],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+W2 = np.asarray([[1.0, -2.0, 0.5, 0.0], [-1.0, 1.0, 1.5, -0.5]])  # two classes
+X = RNG.uniform(0.3, 0.7, size=(40, 1, 2, 2)).astype(np.float32)  # clipping never binds
+Y = RNG.integers(0, 2, size=40)
+
+
+def test_untargeted_pgd_reaches_the_exact_worst_case_of_a_linear_model() -> None:
+    """Two-class linear logits: the CE ascent direction is sign(w_other - w_true), always."""
+    grad = InputGradient(linear_classifier(W2), device="cpu")
+    x_adv = pgd(grad, X, Y, eps=0.05, steps=10)
+    delta = W2[1 - Y] - W2[Y]
+    expected = X + 0.05 * np.sign(delta).reshape(X.shape)
+    np.testing.assert_allclose(x_adv, expected, atol=1e-6)
+
+
+def test_targeted_pgd_descends_toward_the_target() -> None:
+    grad = InputGradient(linear_classifier(W2), CrossEntropy(targeted=True), device="cpu")
+    target = 1 - Y
+    x_adv = pgd(grad, X, target, eps=0.05, steps=10)  # targeted=None: from the objective
+    expected = X + 0.05 * np.sign(W2[target] - W2[Y]).reshape(X.shape)
+    np.testing.assert_allclose(x_adv, expected, atol=1e-6)
+    before, after = grad(X, target).loss, grad(x_adv, target).loss
+    assert after < before
+
+
+def test_projection_clip_seed_and_callback() -> None:
+    weight = RNG.normal(size=(5, 4))
+    grad = InputGradient(linear_classifier(weight), device="cpu")
+    x = RNG.uniform(0, 1, size=(30, 1, 2, 2)).astype(np.float32)
+    y = RNG.integers(0, 5, size=30)
+    seen = []
+    first = pgd(
+        grad, x, y, eps=0.3, steps=4, seed=7, callback=lambda i, z: seen.append((i, z.copy()))
+    )
+    again = pgd(grad, x, y, eps=0.3, steps=4, seed=7)
+    np.testing.assert_array_equal(first, again)
+    assert [i for i, _ in seen] == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(seen[-1][1], first)
+    for _, z in seen:
+        assert np.all(np.abs(z - x) <= 0.3 + 1e-6)
+        assert z.min() >= 0.0 and z.max() <= 1.0
+    assert not np.array_equal(pgd(grad, x, y, eps=0.3, steps=4, seed=8), first)
+
+
+def test_robustness_of_a_linear_model_matches_the_margin_formula() -> None:
+    """Robust iff the margin exceeds eps * ||w_true - w_other||_1 (clean-correct points only)."""
+    eps = 0.05
+    result = robustness(linear_classifier(W2), X, Y, eps=eps, steps=10, device="cpu")
+    logits = X.reshape(len(X), -1) @ W2.T
+    margin = logits[np.arange(len(Y)), Y] - logits[np.arange(len(Y)), 1 - Y]
+    worst = margin - eps * np.abs(W2[Y] - W2[1 - Y]).sum(1)
+    assert result.clean_accuracy == pytest.approx(float(np.mean(margin > 0)))
+    assert result.robust_accuracy == pytest.approx(float(np.mean(worst > 0)))
+    assert 0 < result.robust_accuracy < result.clean_accuracy
+    assert result.to_dict() == {
+        "clean_accuracy": result.clean_accuracy,
+        "robust_accuracy": result.robust_accuracy,
+        "eps": eps,
+        "steps": 10,
+        "step": pytest.approx(0.0125),
+        "n": 40,
+    }
+    json.dumps(result.to_dict())
+
+
+def test_pgd_refuses_an_objective_without_labels() -> None:
+    grad = InputGradient(linear_classifier(W2), VectorJacobian(), device="cpu")
+    with pytest.raises(AuditError, match="label objective"):
+        pgd(grad, X, Y)
+
+
+def test_cli_attack_prints_accuracies(tmp_path: Path) -> None:
+    typer = pytest.importorskip("typer")
+    from typer.testing import CliRunner
+
+    from onnxaudit.cli import user_errors
+    from onnxaudit.cli.attack import attack
+
+    app = typer.Typer()
+    app.command()(user_errors(attack))
+    app.command("other")(lambda: None)  # keep `attack` a subcommand, as in the real app
+    model = tmp_path / "linear.onnx"
+    onnx.save(linear_classifier(W2), model)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=(X[:, 0] * 255).astype(np.uint8), y=Y)
+    out = tmp_path / "r.json"
+    args = ["attack", str(model), "--data", str(data), "--eps", "0.05", "--out", str(out)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    assert "clean accuracy:" in run.output and "robust accuracy:" in run.output
+    assert json.loads(out.read_text())["robustness"]["eps"] == 0.05
+    run = CliRunner().invoke(app, [*args[:-2], "--eps", "-1"])
+    assert run.exit_code == 2
+
+
+ZOO_PAIR = [ROOT / "models" / "zoo" / f"{name}.onnx" for name in ("vgg", "vgg-adv")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(p.exists() for p in ZOO_PAIR), reason="zoo not built")
+def test_pgd10_breaks_vgg_but_not_vgg_adv() -> None:
+    data = np.load(SUBSET)
+    keep = np.concatenate([np.flatnonzero(data["y"] == c)[:30] for c in range(10)])
+    x = data["x"][keep, None].astype(np.float32) / 255
+    y = data["y"][keep]
+    results: dict[str, RobustnessResult] = {
+        p.stem: robustness(onnx.load(p), x, y, eps=0.1, steps=10, device="cpu") for p in ZOO_PAIR
+    }
+    assert results["vgg"].clean_accuracy > 0.85
+    assert results["vgg"].robust_accuracy < 0.10
+    assert results["vgg-adv"].robust_accuracy > results["vgg"].robust_accuracy + 0.4
