@@ -205,6 +205,7 @@ def measure(
                 search.canvases_[v],
                 classes,
                 k_grid,
+                search.pressure_[v],
             )
         )
         if progress is not None:

@@ -80,14 +80,23 @@ def power_curve(
     canvases: np.ndarray,
     classes: Sequence[int],
     ks: Sequence[float],
+    tiebreak: np.ndarray | None = None,
     batch: int = 512,
 ) -> np.ndarray:
-    """(T, len(ks)) pooled predictive power of the top-k pattern of each class, for each k."""
+    """(T, len(ks)) pooled predictive power of the top-k pattern of each class, for each k
+    (masks (T, H, W) ranked as by `top_k_mask`, with its `tiebreak`)."""
     num_classes = int(y.max()) + 1
     columns = [
         overall_power(
             predictive_power(
-                predict_fn, x, y, top_k_mask(masks, k), canvases, classes, num_classes, batch
+                predict_fn,
+                x,
+                y,
+                top_k_mask(masks, k, tiebreak),
+                canvases,
+                classes,
+                num_classes,
+                batch,
             ),
             y,
             classes,

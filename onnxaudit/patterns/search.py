@@ -42,17 +42,19 @@ def call_in_chunks(
     return np.concatenate(logits), np.concatenate(grads).astype(np.float32, copy=False)
 
 
-def top_k_mask(mask: np.ndarray, k: float | int) -> np.ndarray:
+def top_k_mask(mask: np.ndarray, k: float | int, tiebreak: np.ndarray | None = None) -> np.ndarray:
     """Binary mask of the k largest entries of each (H, W) mask; k < 1 is a fraction of pixels.
 
-    Ties go to the earlier pixel in row-major order, so the result is deterministic.
+    Sign steps leave many entries at exactly 1, so ties are broken by `tiebreak` (larger first;
+    the search's accumulated gradient pressure), then by row-major order: deterministic.
     """
     mask = np.asarray(mask)
     h, w = mask.shape[-2:]
     count = pixel_count(k, h * w)
     flat = mask.reshape(-1, h * w)
-    order = np.argsort(-flat, axis=1, kind="stable")[:, :count]
-    out = np.zeros_like(flat, dtype=np.float32)
+    second = np.zeros_like(flat) if tiebreak is None else np.asarray(tiebreak).reshape(flat.shape)
+    order = np.lexsort((-second, -flat), axis=-1)[:, :count]
+    out = np.zeros(flat.shape, dtype=np.float32)
     np.put_along_axis(out, order, 1.0, axis=1)
     return out.reshape(mask.shape)
 
@@ -206,6 +208,7 @@ class ClassPatternSearch:
         canvases = self._initial_canvases(logits, x, y)
         learned = np.array([label == "free" for label in self.canvas_labels_])
         masks = np.full((n_canvas, n_class, h, w), 0.5, dtype=np.float32)
+        pressure = np.zeros_like(masks)
 
         schedule, steps = search_batches(y, self.classes_, batch, self.epochs, self.seed)
         self.n_steps_ = len(schedule)
@@ -222,6 +225,7 @@ class ClassPatternSearch:
             g = g.reshape(mixed.shape)
             self.loss_history_[it] = self._loss(lo, targets, masks, reg).reshape(n_canvas, n_class)
             grad_m, grad_c = blend_gradients(masks, canvases, xb, g, self.alpha, reg)
+            pressure -= np.where(active[None, :, None, None], grad_m, 0.0)
             moving = active[None, :, None, None]  # classes past their own step count stay put
             if learned.any():
                 moved = np.clip(canvases[learned] - self.step * np.sign(grad_c[learned]), 0.0, 1.0)
@@ -232,8 +236,9 @@ class ClassPatternSearch:
                 self.progress(it + 1, self.n_steps_)
 
         self.masks_ = masks
+        self.pressure_ = pressure  # summed -d loss/d m: ranks pixels the mask saturates alike
         self.canvases_ = canvases
-        self.binary_masks_ = top_k_mask(masks, self.k)
+        self.binary_masks_ = top_k_mask(masks, self.k, pressure)
         self.patterns_ = self.binary_masks_[:, :, None] * canvases
         return self
 
@@ -246,4 +251,4 @@ class ClassPatternSearch:
 
     def binary_masks(self, k: float | int) -> np.ndarray:
         """(V, T, H, W) top-k masks of the fitted masks at another k."""
-        return top_k_mask(self.masks_, k)
+        return top_k_mask(self.masks_, k, self.pressure_)
