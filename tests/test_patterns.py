@@ -10,10 +10,10 @@ import pytest
 from onnxaudit.errors import AuditError
 from onnxaudit.patterns.analyse import analyse_patterns, measure
 from onnxaudit.patterns.evaluate import (
+    k_at_power,
     overall_power,
     power_curve,
     predictive_power,
-    smallest_k,
     split_search_eval,
 )
 from onnxaudit.patterns.plots import FIGURES
@@ -252,8 +252,10 @@ def test_predictive_power_on_a_known_rule():
     np.testing.assert_array_equal(overall_power(table, y, [1, 0]), [1.0, 2 / 3])
     curve = power_curve(predict, x, y, masks, canvases, [1, 0], ks=[1, 16])
     np.testing.assert_array_equal(curve[0], [1.0, 1.0])
-    np.testing.assert_array_equal(
-        smallest_k(np.array([[0.5, 0.95], [0.1, 0.2]]), [1, 2]), [2, np.nan]
+    # 0.8 lies 2/3 of the way from 0.5 to 0.95: 2/3 of the way from k=1 to k=4 in log k
+    np.testing.assert_allclose(
+        k_at_power(np.array([[0.5, 0.95], [0.1, 0.2], [0.9, 1.0]]), [1, 4], 0.8),
+        [4 ** (2 / 3), np.nan, 1],
     )
 
 

@@ -10,11 +10,11 @@ import numpy as np
 
 from onnxaudit.patterns.evaluate import (
     clean_rate,
+    k_at_power,
     overall_power,
     power_curve,
     predict_labels,
     predictive_power,
-    smallest_k,
     split_search_eval,
 )
 from onnxaudit.patterns.search import ClassPatternSearch
@@ -23,7 +23,7 @@ from onnxaudit.patterns.verdict import BackdoorVerdict, backdoor_verdict
 
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
-K_GRID = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 DEFAULT_CANVASES = ("confident", "white", "free")
 StageProgress = Callable[[str, int, int], None]
 
@@ -48,7 +48,8 @@ class PatternsResult:
     clean_rate: np.ndarray  # (T,) clean images of other classes predicted as t
     k_grid: tuple[float, ...]
     curve: np.ndarray  # (V, T, len(k_grid)) predictive power against pattern size
-    k90: np.ndarray  # (V, T) smallest k of the grid reaching 90 %; NaN if none
+    k90: np.ndarray  # (V, T) pattern size reaching 90 % predictive power; NaN if none
+    k50: np.ndarray  # (V, T) the same for 50 %
     mask_l1: np.ndarray  # (V, T) ||m||_1 / (H*W) of the continuous mask
     shapes: list[list[ShapeStats]]  # [canvas][class]
     verdict: BackdoorVerdict
@@ -87,6 +88,7 @@ class PatternsResult:
                             "per_source": [_num(p) for p in self.power_table[v, ti]],
                             "mask_l1": float(self.mask_l1[v, ti]),
                             "k90": _num(self.k90[v, ti]),
+                            "k50": _num(self.k50[v, ti]),
                             "curve": [float(p) for p in self.curve[v, ti]],
                             "shape": self.shapes[v][ti].to_dict(),
                             "positions": np.argwhere(self.binary_masks[v, ti] > 0.5).tolist(),
@@ -213,7 +215,8 @@ def measure(
     table = np.stack(tables)
     curve = np.stack(curves)
     power = np.stack([overall_power(tab, y_eval, classes) for tab in table])
-    k90 = np.stack([smallest_k(c, k_grid) for c in curve])
+    k90 = np.stack([k_at_power(c, k_grid, 0.9) for c in curve])
+    k50 = np.stack([k_at_power(c, k_grid, 0.5) for c in curve])
     h, w = search.masks_.shape[-2:]
     mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
     shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in search.binary_masks_]
@@ -241,6 +244,7 @@ def measure(
         k_grid=tuple(k_grid),
         curve=curve,
         k90=k90,
+        k50=k50,
         mask_l1=mask_l1,
         shapes=shapes,
         verdict=verdict,

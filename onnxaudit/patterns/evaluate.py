@@ -106,8 +106,19 @@ def power_curve(
     return np.stack(columns, axis=1)
 
 
-def smallest_k(curve: np.ndarray, ks: Sequence[float], level: float = 0.9) -> np.ndarray:
-    """(T,) the smallest k of the grid whose pattern reaches `level` predictive power; NaN if none."""
-    reached = curve >= level
-    first = reached.argmax(axis=1)
-    return np.where(reached.any(axis=1), np.asarray(ks, dtype=float)[first], np.nan)
+def k_at_power(curve: np.ndarray, ks: Sequence[float], level: float = 0.9) -> np.ndarray:
+    """(T,) the pattern size at which predictive power first reaches `level`, interpolated in
+    log k between grid points (the first k when already reached there); NaN if never reached."""
+    logk = np.log(np.asarray(ks, dtype=float))
+    out = np.full(len(curve), np.nan)
+    for i, row in enumerate(curve):
+        hit = np.flatnonzero(row >= level)
+        if not len(hit):
+            continue
+        j = hit[0]
+        if j == 0:
+            out[i] = ks[0]
+            continue
+        frac = (level - row[j - 1]) / (row[j] - row[j - 1])
+        out[i] = np.exp(logk[j - 1] + frac * (logk[j] - logk[j - 1]))
+    return out
