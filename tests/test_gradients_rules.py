@@ -95,6 +95,12 @@ CASES = {
         {"w": weights(3, 2, 4, 4)},
         F32,
     ),
+    "conv_dilated_stride1": Case(
+        [N("Conv", ["x", "w"], ["y"], dilations=[2, 1], pads=[2, 0, 1, 1], group=2)],
+        (2, 4, 8, 7),
+        {"w": weights(6, 2, 3, 2)},
+        F32,
+    ),
     "conv_valid": Case([conv(auto_pad="VALID")], IMG, CONV_INITS, F32),
     "conv_groups": Case(
         [N("Conv", ["x", "w"], ["y"], group=2, pads=[1, 1, 1, 1])],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -43,6 +43,7 @@ class GradContext:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
+        self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         self.varied: set[str] = set()  # float tensors that depend on the image; set by the pass
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
@@ -162,8 +163,12 @@ class GradContext:
         """Cast(op(a, b)) to the float type of `like`: a 0/1 multiplier (cheaper than Where)."""
         return self.op("Cast", [self.op(op_type, [a, b])], to=self.elem_type(like))
 
-    def reduce_sum(self, grad: str, axes: Sequence[int], keepdims: bool) -> str:
-        return self.op("ReduceSum", [grad, self.ints(axes)], keepdims=int(keepdims))
+    def reduce(self, op_type: str, x: str, axes: Iterable[int], keepdims: bool) -> str:
+        """A Reduce* node in this opset's form (axes became an input: ReduceSum 13, others 18)."""
+        axes = list(axes)
+        if self.opset >= (13 if op_type == "ReduceSum" else 18):
+            return self.op(op_type, [x, self.ints(axes)], keepdims=int(keepdims))
+        return self.op(op_type, [x], axes=axes, keepdims=int(keepdims))
 
     def unbroadcast(self, grad: str, grad_dims: Sequence[int | None], target: str) -> str:
         """Sum `grad` (dims `grad_dims`) over the axes along which `target` was broadcast."""
@@ -178,4 +183,4 @@ class GradContext:
         ]
         if not axes:
             return grad
-        return self.reshape_like(self.reduce_sum(grad, axes, keepdims=True), target)
+        return self.reshape_like(self.reduce("ReduceSum", grad, axes, keepdims=True), target)
