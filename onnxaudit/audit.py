@@ -121,16 +121,23 @@ def _patterns(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgres
 
 def _robustness(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgress | None) -> Any:
     from onnxaudit.attack import robustness
-    from onnxaudit.gradients import CrossEntropy, InputGradient
 
-    grad = InputGradient(pm.proto, objective=CrossEntropy(reduction="mean"), device=config.device)
     x = dataset.images(pm.info.input_shape)
     labels = np.asarray(dataset.labels, dtype=np.int64)
     if progress is not None:
-        progress("robustness", 0, 1)
-    result = robustness(grad, x, labels, eps=config.eps, steps=config.pgd_steps, seed=config.seed)
+        progress("robustness (PGD)", 0, 1)
+    result = robustness(
+        pm.proto,
+        x,
+        labels,
+        eps=config.eps,
+        steps=config.pgd_steps,
+        seed=config.seed,
+        device=config.device,
+        threads=config.threads,
+    )
     if progress is not None:
-        progress("robustness", 1, 1)
+        progress("robustness (PGD)", 1, 1)
     return result
 
 
