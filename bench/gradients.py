@@ -117,17 +117,18 @@ def torch_input_gradient(
     xt = torch.from_numpy(x).requires_grad_(True)
     loss = F.cross_entropy(mirror(xt), torch.from_numpy(y))
     (grad,) = torch.autograd.grad(loss, xt)
-    return float(loss), grad.numpy()
+    return float(loss), grad.detach().numpy()
 
 
-def _best_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+def _best_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Fastest of `repeats` runs of each function, interleaved so load spikes hit all alike."""
+    best = dict.fromkeys(fns, np.inf)
+    for _ in range(repeats + 1):  # the first round warms up and counts too (min is robust)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: 1000 * t for name, t in best.items()}
 
 
 def bench(path: str, batch: int, threads: int, repeats: int) -> dict:
@@ -142,8 +143,10 @@ def bench(path: str, batch: int, threads: int, repeats: int) -> dict:
     ours = grad(x, y)
     _, reference = torch_input_gradient(mirror, x, y)
     error = float(np.abs(ours.input_grad - reference).max() / np.abs(reference).max())
-    onnx_ms = _best_ms(lambda: grad(x, y), repeats)
-    torch_ms = _best_ms(lambda: torch_input_gradient(mirror, x, y), repeats)
+    times = _best_ms(
+        {"onnx": lambda: grad(x, y), "torch": lambda: torch_input_gradient(mirror, x, y)}, repeats
+    )
+    onnx_ms, torch_ms = times["onnx"], times["torch"]
     return {
         "model": path,
         "batch": batch,

@@ -166,7 +166,9 @@ def _blend(ctx: GradContext, mask: str, inside: str, outside: str) -> str:
 
 @rule("Relu")
 def relu(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
-    return _scaled(ctx, node, grads[0], _positive(ctx, node.input[0]))
+    """Mask from the output (y > 0 iff x > 0): leaves x to the forward, so onnxruntime can still
+    fuse Conv + Relu."""
+    return _scaled(ctx, node, grads[0], _positive(ctx, node.output[0]))
 
 
 @rule("LeakyRelu")
