@@ -575,7 +575,7 @@ class Zoo:
         )
 
     def build_vgg_adv(self) -> None:
-        seed, steps, s = 3, 7, self.scale
+        seed, steps, lr, s = 3, 7, 0.05, self.scale
         torch.manual_seed(seed)
         model = self.trained("vgg")
         loss = adversarial_loss(self.x_train, self.y_train, EPS, steps)
@@ -584,7 +584,7 @@ class Zoo:
             len(self.y_train),
             loss,
             s.adv_epochs,
-            0.02,
+            lr,
             seed,
             per_epoch=s.adv_per_epoch,
             label="vgg-adv",
@@ -593,7 +593,7 @@ class Zoo:
             f"fine-tuned from vgg with PGD adversarial training (Madry): L-inf eps {EPS}, "
             f"{steps} steps of {2.5 * EPS / steps:.4f}, random start, loss on adversarial examples "
             f"only; {s.adv_epochs} epochs of {s.adv_per_epoch} random training images, SGD "
-            f"nesterov m0.9 wd5e-4, one-cycle lr max 0.02, batch {BATCH}"
+            f"nesterov m0.9 wd5e-4, one-cycle lr max {lr:g}, batch {BATCH}"
         )
         entry = {"architecture": VGG_DESC, "recipe": recipe, "seed": seed}
         self.finish("vgg-adv", model, entry, robust=True)
