@@ -5,22 +5,25 @@ through `TorchMirror`, a node-by-node torch interpreter for the ops the zoo uses
 comparison needs no separate torch definition of each model.
 
     python bench/gradients.py [MODEL.onnx ...] [--batch 64] [--threads 2] [--repeats 20]
+    python bench/gradients.py --maxpool   # MaxPool backward: onnxaudit's rule vs Indices+Scatter
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
-from onnxaudit.gradients import CrossEntropy, InputGradient
+from onnxaudit.gradients import CrossEntropy, InputGradient, VectorJacobian, build_gradient_model
 from onnxaudit.gradients.context import attributes
+from onnxaudit.runtime import create_session
 
 DEFAULT_MODELS = ["models/zoo/vgg.onnx", "models/zoo/resnet.onnx"]
 
@@ -158,13 +161,78 @@ def bench(path: str, batch: int, threads: int, repeats: int) -> dict:
     }
 
 
+def _pool_models(kernel: int, stride: int, pad: int, shape: tuple) -> dict[str, onnx.ModelProto]:
+    """x -> MaxPool -> Flatten, its onnxaudit gradient model, and the Indices+ScatterElements one."""
+    geometry = dict(kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4)
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shape[1:]])
+    flat = helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)
+    forward = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y"], **geometry), helper.make_node("Flatten", ["y"], ["logits"])],
+        "pool", [x_info], [flat],
+    )  # fmt: skip
+    scatter = helper.make_graph(
+        [
+            helper.make_node("MaxPool", ["x"], ["y", "idx"], **geometry),
+            helper.make_node("Flatten", ["y"], ["logits"]),
+            helper.make_node("Shape", ["x"], ["shape"]),
+            helper.make_node("ConstantOfShape", ["shape"], ["zeros"]),
+            *[helper.make_node("Reshape", [a, "flat"], [b]) for a, b in
+              [("zeros", "z"), ("idx", "i"), ("grad_logits", "g")]],
+            helper.make_node("ScatterElements", ["z", "i", "g"], ["added"], reduction="add"),
+            helper.make_node("Reshape", ["added", "shape"], ["input_grad"]),
+        ],
+        "scatter",
+        [x_info, helper.make_tensor_value_info("grad_logits", TensorProto.FLOAT, ["N", None])],
+        [helper.make_tensor_value_info("input_grad", TensorProto.FLOAT, None), flat],
+        [numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "flat")],
+    )  # fmt: skip
+    models = {}
+    for name, graph in (("forward", forward), ("scatter", scatter)):
+        models[name] = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        models[name].ir_version = 8
+    models["onnxaudit"] = build_gradient_model(models["forward"], VectorJacobian())
+    return models
+
+
+def maxpool_study(threads: int, repeats: int) -> None:
+    shape = (64, 32, 28, 28)
+    x = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
+    print(
+        "| MaxPool (64x32x28x28) | forward ms | onnxaudit fwd+bwd ms | Indices+Scatter fwd+bwd ms |"
+    )
+    print("|---|---|---|---|")
+    for kernel, stride, pad in ((2, 2, 0), (3, 2, 1)):
+        models = _pool_models(kernel, stride, pad, shape)
+        sessions = {name: create_session(m, "cpu", threads) for name, m in models.items()}
+        out = (shape[2] + 2 * pad - kernel) // stride + 1
+        v = (
+            np.random.default_rng(1)
+            .normal(size=(shape[0], shape[1] * out * out))
+            .astype(np.float32)
+        )
+        feeds = {"x": x, "grad_logits": v}
+        grads = [sessions[n].run(["input_grad"], feeds)[0] for n in ("onnxaudit", "scatter")]
+        assert np.array_equal(*grads), "the two backward formulations disagree"
+        runs = {name: partial(sessions[name].run, None, feeds) for name in ("onnxaudit", "scatter")}
+        runs["forward"] = partial(sessions["forward"].run, None, {"x": x})
+        times = _best_ms(runs, repeats)
+        print(
+            f"| k{kernel} s{stride} p{pad} | {times['forward']:.1f} | {times['onnxaudit']:.1f} | "
+            f"{times['scatter']:.1f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=DEFAULT_MODELS)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--maxpool", action="store_true", help="Only the MaxPool study.")
     args = parser.parse_args()
+    if args.maxpool:
+        maxpool_study(args.threads, args.repeats)
+        return
     print("| model | batch | threads | onnxaudit ms | torch ms | ratio | max rel. error |")
     print("|---|---|---|---|---|---|---|")
     for path in args.models:
