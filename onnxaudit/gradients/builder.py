@@ -121,7 +121,7 @@ def _check_rules(active: list[onnx.NodeProto], varied: set[str]) -> None:
                 f"(supported: {', '.join(sorted(RULES))})"
             )
         for position, name in enumerate(node.input):
-            if name in varied and position not in backward.inputs:
+            if name in varied and not backward.differentiates(position):
                 raise AuditError(
                     f"unsupported: gradient w.r.t. input {position} ({name!r}) of "
                     f"{describe_node(node)} (input-dependent weights)"

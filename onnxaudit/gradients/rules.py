@@ -23,16 +23,20 @@ RuleFn = Callable[[GradContext, onnx.NodeProto, Grads], Grads]
 
 @dataclass(frozen=True)
 class BackwardRule:
-    """`fn` computes input gradients; `inputs` are the input positions it can differentiate."""
+    """`fn` computes input gradients; `inputs`: the input positions it can differentiate
+    (None: all of them)."""
 
     fn: RuleFn
-    inputs: tuple[int, ...] = (0,)
+    inputs: tuple[int, ...] | None = (0,)
+
+    def differentiates(self, position: int) -> bool:
+        return self.inputs is None or position in self.inputs
 
 
 RULES: dict[str, BackwardRule] = {}
 
 
-def rule(*op_types: str, inputs: tuple[int, ...] = (0,)) -> Callable[[RuleFn], RuleFn]:
+def rule(*op_types: str, inputs: tuple[int, ...] | None = (0,)) -> Callable[[RuleFn], RuleFn]:
     def register(fn: RuleFn) -> RuleFn:
         for op_type in op_types:
             RULES[op_type] = BackwardRule(fn, inputs)
@@ -87,7 +91,7 @@ def _axis(ctx: GradContext, node: onnx.NodeProto, default: int) -> int:
     return axis + ctx.rank(node.input[0], node) if axis < 0 else axis
 
 
-@rule("Concat", inputs=tuple(range(64)))
+@rule("Concat", inputs=None)
 def concat(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     axis = _axis(ctx, node, 0)
     take = ctx.ints([axis])
@@ -117,8 +121,10 @@ def slice_(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     rank = ctx.rank(x, node)
     starts = ctx.constant(node.input[1], node, "starts")
     ends = ctx.constant(node.input[2], node, "ends")
-    axes = ctx.value(node.input[3]) if len(node.input) > 3 else None
-    steps = ctx.value(node.input[4]) if len(node.input) > 4 else None
+    axes, steps = (
+        ctx.constant(node.input[i], node, name) if len(node.input) > i and node.input[i] else None
+        for i, name in ((3, "axes"), (4, "steps"))
+    )
     if steps is not None and np.any(steps != 1):
         raise AuditError(f"{describe_node(node)}: only Slice steps of 1 are differentiable here")
     axes = range(len(starts)) if axes is None else axes
@@ -209,7 +215,7 @@ def clip(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     ]
     keep = None
     for op_type, bound in bounds:
-        inside = ctx.op("Cast", [ctx.op(op_type, [x, bound])], to=ctx.elem_type(x))
+        inside = ctx.mask(op_type, x, bound, x)
         keep = inside if keep is None else ctx.op("Mul", [keep, inside])
     return _only_first(node, grads[0] if keep is None else ctx.op("Mul", [grads[0], keep]))
 
@@ -273,14 +279,17 @@ def exp(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
 
 
 # --- broadcasting arithmetic ----------------------------------------------------------------------
-def _binary(ctx: GradContext, node: onnx.NodeProto, ga: str | None, gb: str | None) -> Grads:
-    """Undo broadcasting of each operand's gradient; operands off the path get None."""
+def _binary(
+    ctx: GradContext, node: onnx.NodeProto, ga: str | None, gb: str | None, first: int = 0
+) -> Grads:
+    """Undo broadcasting of the gradients of operands `first`, `first + 1`; operands off the
+    path get None."""
     dims = ctx.dims.get(node.output[0])
     if dims is None:
         raise AuditError(f"unknown output shape of {describe_node(node)}")
     return [
         ctx.unbroadcast(g, dims, x) if g is not None and x in ctx.varied else None
-        for g, x in zip((ga, gb), node.input[:2], strict=True)
+        for g, x in zip((ga, gb), node.input[first : first + 2], strict=True)
     ]
 
 
@@ -319,13 +328,9 @@ def div(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
 def where(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     cond, a, b = node.input
     zero = ctx.scalar(0.0, node.output[0])
-    dims = ctx.dims[node.output[0]]
     ga = _if_varied(ctx, a, lambda: ctx.op("Where", [cond, grads[0], zero]))
     gb = _if_varied(ctx, b, lambda: ctx.op("Where", [cond, zero, grads[0]]))
-    return [None] + [
-        ctx.unbroadcast(g, dims, x) if g is not None else None
-        for g, x in zip((ga, gb), (a, b), strict=True)
-    ]
+    return [None, *_binary(ctx, node, ga, gb, first=1)]
 
 
 # --- linear layers --------------------------------------------------------------------------------
@@ -454,11 +459,10 @@ def conv(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     full_pads += [r - e + p for r, e, p in zip(reach, win.end, win.output_padding, strict=True)]
     if values is None or set(win.strides) != {1} or min(full_pads) < 0:
         return _only_first(node, _transposed(ctx, grads[0], weight, win, group))
-    m, c = values.shape[:2]
-    flipped = values.reshape(group, m // group, c, *kernel).swapaxes(1, 2)
-    flipped = flipped.reshape(c * group, m // group, *kernel)[
-        (..., *[slice(None, None, -1)] * len(kernel))
-    ]
+    m, c = values.shape[:2]  # (M, C / group, *kernel) -> (C, M / group, *kernel), flipped
+    swapped = values.reshape(group, m // group, c, *kernel).swapaxes(1, 2)
+    swapped = swapped.reshape(c * group, m // group, *kernel)
+    flipped = np.flip(swapped, axis=tuple(range(2, 2 + len(kernel))))
     grad = ctx.op(
         "Conv",
         [grads[0], ctx.const(np.ascontiguousarray(flipped), "flipped")],
