@@ -16,6 +16,7 @@ import onnx
 
 from onnxaudit.errors import AuditError
 from onnxaudit.gradients.context import GradContext, attributes, describe_node
+from onnxaudit.runtime import create_session
 
 Grads = list[str | None]
 RuleFn = Callable[[GradContext, onnx.NodeProto, Grads], Grads]
@@ -686,14 +687,14 @@ def log_softmax(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
 
 
 # --- Resize -------------------------------------------------------------------------------------
-def _resize_matrix(node: onnx.NodeProto, axis: int, rank: int, n: int, m: int, scale) -> np.ndarray:
+def _resize_matrix(
+    node: onnx.NodeProto, axis: int, rank: int, n: int, m: int, scale: float | None
+) -> np.ndarray:
     """R[i, j] = d y_j / d x_i of the Resize along one axis, measured by resizing basis vectors.
 
     Resize (nearest, linear, cubic) is linear and separable, so the matrices of the axes define
     its adjoint exactly; running onnxruntime itself keeps every mode's rounding rules identical.
     """
-    from onnxaudit.runtime import create_session
-
     dims = [n] + [1] * (rank - 1)
     dims[axis] = n
     basis = np.eye(n, dtype=np.float32).reshape(dims)
@@ -745,13 +746,13 @@ def resize(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     dtype = ctx.np_dtype(x)
     for i in reversed(range(len(size))):
         axis = 2 + i
-        if axis < rank - 2:
-            raise AuditError(f"{describe_node(node)}: only the last two axes may be resized")
         matrix = _resize_matrix(
             node, axis, rank, size[i], out[i], None if scales is None else scales[axis]
         )
         if matrix.shape[0] == matrix.shape[1] and np.array_equal(matrix, np.eye(size[i])):
             continue
+        if axis < rank - 2:
+            raise AuditError(f"{describe_node(node)}: only the last two axes may be resized")
         if axis == rank - 1:
             grad = ctx.op("MatMul", [grad, ctx.const(matrix.T.astype(dtype), "resize")])
         else:
