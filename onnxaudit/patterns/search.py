@@ -196,11 +196,8 @@ class ClassPatternSearch:
             raise AuditError(f"no search images of class(es) {missing}")
         self.canvas_labels_ = self._canvas_labels()
         self.n_images_ = len(x)
-        n_canvas, n_class, batch = (
-            len(self.canvas_labels_),
-            len(self.classes_),
-            self.batch_per_class,
-        )
+        n_canvas, n_class = len(self.canvas_labels_), len(self.classes_)
+        batch = self.batch_per_class
         h, w = x.shape[-2:]
 
         logits, _ = call_in_chunks(grad_fn, x, y, self.chunk)
@@ -225,8 +222,8 @@ class ClassPatternSearch:
             g = g.reshape(mixed.shape)
             self.loss_history_[it] = self._loss(lo, targets, masks, reg).reshape(n_canvas, n_class)
             grad_m, grad_c = blend_gradients(masks, canvases, xb, g, self.alpha, reg)
-            pressure -= np.where(active[None, :, None, None], grad_m, 0.0)
             moving = active[None, :, None, None]  # classes past their own step count stay put
+            pressure -= np.where(moving, grad_m, 0.0)
             if learned.any():
                 moved = np.clip(canvases[learned] - self.step * np.sign(grad_c[learned]), 0.0, 1.0)
                 canvases[learned] = np.where(moving[..., None], moved, canvases[learned])
