@@ -12,7 +12,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients import CrossEntropy, InputGradient, VectorJacobian, build_gradient_model
+from onnxaudit.gradients import (
+    CrossEntropy,
+    InputGradient,
+    LogitMargin,
+    VectorJacobian,
+    build_gradient_model,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = sorted((ROOT / "models" / "zoo").glob("*.onnx"))
@@ -59,6 +65,18 @@ def test_cross_entropy_closed_form_and_chunking(reduction: str, batch_size: int)
     np.testing.assert_allclose(result.loss, expected_loss[reduction], rtol=1e-10)
     np.testing.assert_allclose(result.input_grad, per_grad * scale, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(result.logits, X @ W.T + B, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_logit_margin_closed_form(reduction: str) -> None:
+    logits = X @ W.T + B
+    others = np.where(np.eye(4, dtype=bool)[Y], -np.inf, logits)
+    rival = others.argmax(1)
+    margin = logits[np.arange(7), rival] - logits[np.arange(7), Y]
+    scale = 1 / len(Y) if reduction == "mean" else 1.0
+    result = InputGradient(linear_model(W, B), LogitMargin(reduction=reduction), "cpu")(X, Y)
+    np.testing.assert_allclose(result.loss, margin.mean() if reduction == "mean" else margin)
+    np.testing.assert_allclose(result.input_grad, (W[rival] - W[Y]) * scale, rtol=1e-12)
 
 
 def test_targeted_flag_does_not_change_the_graph() -> None:

@@ -5,7 +5,7 @@ the batched runner. See `objectives` for the sign convention of `loss` and `inpu
 """
 
 from onnxaudit.gradients.builder import build_gradient_model
-from onnxaudit.gradients.objectives import CrossEntropy, Objective, VectorJacobian
+from onnxaudit.gradients.objectives import CrossEntropy, LogitMargin, Objective, VectorJacobian
 from onnxaudit.gradients.rules import RULES, BackwardRule
 from onnxaudit.gradients.runner import GradientResult, InputGradient
 
@@ -15,6 +15,7 @@ __all__ = [
     "CrossEntropy",
     "GradientResult",
     "InputGradient",
+    "LogitMargin",
     "Objective",
     "VectorJacobian",
     "build_gradient_model",

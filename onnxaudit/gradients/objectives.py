@@ -24,8 +24,8 @@ Reduction = Literal["mean", "sum", "none"]
 
 
 @dataclass(frozen=True)
-class CrossEntropy:
-    """Softmax cross-entropy of `logits` (N, K) toward int64 `labels` (N,).
+class _LabelObjective:
+    """A per-sample loss toward int64 `labels` (N,), reduced by `reduction`.
 
     reduction "mean"/"sum" give a scalar loss; "none" gives loss (N,) and input_grad[i] =
     d loss[i] / d x[i] (samples are independent), which is what per-sample attacks need.
@@ -46,15 +46,8 @@ class CrossEntropy:
 
     def emit(self, ctx: GradContext, logits: str) -> tuple[str, str]:
         labels = ctx.add_input(self.input_name, TensorProto.INT64, ["N"])
-        log_probs = ctx.op("LogSoftmax", [logits], axis=1)
         column = ctx.op("Unsqueeze", [labels, ctx.ints([1])])
-        picked = ctx.op("GatherElements", [log_probs, column], axis=1)
-        per_sample = ctx.op("Neg", [ctx.op("Squeeze", [picked, ctx.ints([1])])])
-        zero, one = (ctx.const(np.asarray(i, np.int64)) for i in (0, 1))
-        depth = ctx.op("Gather", [ctx.shape_of(logits), one])
-        classes = ctx.op("Range", [zero, depth, one])
-        onehot = ctx.mask("Equal", column, classes, logits)  # OneHot has no double kernel
-        seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), onehot])  # softmax - onehot
+        per_sample, seed = self._per_sample(ctx, logits, column)
         if self.reduction == "none":
             return per_sample, seed
         if self.reduction == "sum":
@@ -62,6 +55,49 @@ class CrossEntropy:
         batch = ctx.op("Slice", [ctx.shape_of(logits), ctx.ints([0]), ctx.ints([1])])
         batch = ctx.op("Cast", [batch], to=ctx.elem_type(logits))
         return ctx.op("ReduceMean", [per_sample], keepdims=0), ctx.op("Div", [seed, batch])
+
+    def _per_sample(self, ctx: GradContext, logits: str, column: str) -> tuple[str, str]:
+        """Loss (N,) and its gradient w.r.t. logits (N, K), given labels as a column (N, 1)."""
+        raise NotImplementedError
+
+
+def _onehot(ctx: GradContext, column: str, logits: str) -> str:
+    """(N, K) 0/1 rows of `column` (N, 1) in the logits' float type (OneHot has no double)."""
+    zero, one = (ctx.const(np.asarray(i, np.int64)) for i in (0, 1))
+    classes = ctx.op("Range", [zero, ctx.op("Gather", [ctx.shape_of(logits), one]), one])
+    return ctx.mask("Equal", column, classes, logits)
+
+
+def _pick(ctx: GradContext, logits: str, column: str) -> str:
+    picked = ctx.op("GatherElements", [logits, column], axis=1)
+    return ctx.op("Squeeze", [picked, ctx.ints([1])])
+
+
+@dataclass(frozen=True)
+class CrossEntropy(_LabelObjective):
+    """Softmax cross-entropy of `logits` (N, K) toward `labels`."""
+
+    def _per_sample(self, ctx: GradContext, logits: str, column: str) -> tuple[str, str]:
+        log_probs = ctx.op("LogSoftmax", [logits], axis=1)
+        per_sample = ctx.op("Neg", [_pick(ctx, log_probs, column)])
+        seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), _onehot(ctx, column, logits)])
+        return per_sample, seed  # seed: softmax - onehot
+
+
+@dataclass(frozen=True)
+class LogitMargin(_LabelObjective):
+    """max_{j != label} logits_j - logits_label: > 0 iff the label is not the top class.
+
+    The margin (Carlini-Wagner) loss does not saturate like CE on confident predictions.
+    """
+
+    def _per_sample(self, ctx: GradContext, logits: str, column: str) -> tuple[str, str]:
+        label = _onehot(ctx, column, logits)
+        big = ctx.scalar(float(np.finfo(ctx.np_dtype(logits)).max) / 4, logits)
+        others = ctx.op("Sub", [logits, ctx.op("Mul", [label, big])])
+        rival = ctx.op("ArgMax", [others], axis=1, keepdims=1)
+        margin = ctx.op("Sub", [_pick(ctx, logits, rival), _pick(ctx, logits, column)])
+        return margin, ctx.op("Sub", [_onehot(ctx, rival, logits), label])
 
 
 @dataclass(frozen=True)
@@ -77,4 +113,4 @@ class VectorJacobian:
         return loss, vector
 
 
-Objective = CrossEntropy | VectorJacobian
+Objective = CrossEntropy | LogitMargin | VectorJacobian
