@@ -54,6 +54,8 @@ class InputGradient:
         """`target`: int64 labels (N,) for CrossEntropy, grad_logits (N, K) for VectorJacobian."""
         x = np.asarray(x, dtype=self.dtype)
         target = np.asarray(target, dtype=self.target_dtype)
+        if len(x) == 0:
+            raise AuditError("no images to differentiate")
         if len(x) != len(target):
             raise AuditError(f"{len(x)} images but {len(target)} {self.objective.input_name}")
         losses, logits, grads = [], [], []
