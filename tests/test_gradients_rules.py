@@ -440,22 +440,27 @@ def test_every_required_op_has_a_rule_and_a_case() -> None:
     assert set(RULES) <= exercised
 
 
-def test_maxpool_ties_route_to_first_cell() -> None:
-    """All-equal windows: torch and onnxruntime pick the first cell in row-major order."""
-    case = Case(
-        [N("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
-        (1, 1, 5, 5),
-    )
+@pytest.mark.parametrize(
+    "kernel, stride, pad, ceil",
+    [(3, 2, 1, 0), (2, 2, 0, 0), (2, 2, 1, 0), (2, 2, 0, 1), (3, 3, 0, 1)],
+    ids=["overlapping", "tiling", "tiling_padded", "tiling_ceil", "tiling_k3_ceil"],
+)
+def test_maxpool_ties_route_to_first_cell(kernel: int, stride: int, pad: int, ceil: int) -> None:
+    """Tied windows: torch and onnxruntime give the gradient to the first cell (row-major)."""
+    attrs = dict(kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4, ceil_mode=ceil)
+    case = Case([N("MaxPool", ["x"], ["y"], **attrs)], (1, 1, 5, 5))
     x = np.zeros((1, 1, 5, 5))
-    x[0, 0, 2, 2] = x[0, 0, 2, 3] = 1.0  # a tie inside the overlapping windows too
-    v = np.arange(1, 10, dtype=float)[None, :]
+    x[0, 0, 2, 2] = x[0, 0, 2, 3] = x[0, 0, 3, 2] = 1.0  # ties inside windows, and across them
+    out = ReferenceEvaluator(case.model(F64)).run(None, {"x": x})[0].size
+    side = int(np.sqrt(out))
+    v = np.arange(1, out + 1, dtype=float)[None, :]
     grad = InputGradient(case.model(F32), VectorJacobian(), device="cpu")(x, v).input_grad[0, 0]
     expected = np.zeros((5, 5))
-    padded = np.pad(x[0, 0], 1, constant_values=-np.inf)
-    for k, (i, j) in enumerate(np.ndindex(3, 3)):
-        window = padded[2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+    padded = np.pad(x[0, 0], (pad, pad + kernel), constant_values=-np.inf)
+    for k, (i, j) in enumerate(np.ndindex(side, side)):
+        window = padded[stride * i : stride * i + kernel, stride * j : stride * j + kernel]
         r, c = np.unravel_index(np.argmax(window), window.shape)  # first maximum
-        expected[2 * i + r - 1, 2 * j + c - 1] += v[0, k]
+        expected[stride * i + r - pad, stride * j + c - pad] += v[0, k]
     np.testing.assert_array_equal(grad, expected)
 
 
