@@ -174,6 +174,21 @@ CASES = {
         (2, 2, 6, 6),
         dtype=F32,
     ),
+    "avgpool_tiling_padded_ceil": Case(
+        [
+            N(
+                "AveragePool",
+                ["x"],
+                ["y"],
+                kernel_shape=[2, 2],
+                strides=[2, 2],
+                pads=[1, 0, 0, 1],
+                ceil_mode=1,
+            )
+        ],
+        IMG,
+        dtype=F32,
+    ),
     "avgpool_pads_exclude": Case(
         [N("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
         IMG,
