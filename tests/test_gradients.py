@@ -101,6 +101,17 @@ def test_outputs_and_inputs_of_the_gradient_model() -> None:
     onnx.checker.check_model(proto, full_check=True)
 
 
+def test_trailing_softmax_is_looked_through() -> None:
+    """A model that outputs probabilities gets the gradient of CE on its logits."""
+    model = linear_model(W, B)
+    model.graph.node[0].output[0] = "z"
+    model.graph.node.append(helper.make_node("Softmax", ["z"], ["logits"], axis=1))
+    per_sample, per_grad = closed_form_ce(X, Y)
+    result = InputGradient(model, CrossEntropy(reduction="sum"), "cpu")(X, Y)
+    np.testing.assert_allclose(result.input_grad, per_grad, rtol=1e-10)
+    np.testing.assert_allclose(result.logits, X @ W.T + B, rtol=1e-12)
+
+
 def test_reserved_names_clash_is_reported() -> None:
     model = linear_model(W, B)
     model.graph.node[0].output[0] = "labels"

@@ -30,14 +30,16 @@ def build_gradient_model(
 
     Inputs: the model's own input(s) (dynamic batch kept) plus the objective's input (`labels`
     or `grad_logits`). The first non-initializer input is the one differentiated; the first
-    output is the logits. Raises AuditError for an op without a rule before emitting anything.
+    output holds the logits, looking through a trailing Softmax/LogSoftmax (CE on probabilities
+    would be a different, saturating objective). Raises AuditError for an op without a rule
+    before emitting anything.
     """
     objective = objective or CrossEntropy()
     model = _normalised(model)
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     image = next(i.name for i in graph.input if i.name not in initializers)
-    logits = graph.output[0].name
+    logits = _logits(graph)
     ctx = GradContext(model)
     ctx.varied = varied = _varied(graph, image, ctx.types)
     needed = _needed(graph, logits)
@@ -74,7 +76,9 @@ def build_gradient_model(
     outputs = {"loss": loss, "logits": logits, "input_grad": total(image)}
     outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
     loss_dims = (None,) if objective.reduction == "none" else ()
-    return _assemble(model, ctx, outputs, image, loss_dims)
+    return _assemble(
+        model, ctx, outputs, {"loss": logits, "logits": logits, "input_grad": image}, loss_dims
+    )
 
 
 def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -91,6 +95,18 @@ def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
         return shape_inference.infer_shapes(copy, data_prop=True)
     except Exception as exc:
         raise AuditError(f"onnx shape inference failed: {str(exc).splitlines()[0]}") from exc
+
+
+def _logits(graph: onnx.GraphProto) -> str:
+    """The logits tensor; a trailing Softmax/LogSoftmax (feeding nothing else) is dropped."""
+    output = graph.output[0].name
+    producer = next((n for n in graph.node if output in n.output), None)
+    consumed = any(output in n.input for n in graph.node)
+    if producer is None or producer.op_type not in ("Softmax", "LogSoftmax") or consumed:
+        return output
+    graph.node.remove(producer)
+    graph.output[0].name = producer.input[0]
+    return producer.input[0]
 
 
 def _varied(graph: onnx.GraphProto, image: str, types: dict[str, int]) -> set[str]:
@@ -132,13 +148,11 @@ def _assemble(
     model: onnx.ModelProto,
     ctx: GradContext,
     outputs: dict[str, str],
-    image: str,
+    mirrors: dict[str, str],
     loss_dims: tuple[int | None, ...],
 ) -> onnx.ModelProto:
     """Replace the outputs by the named results; each takes the type of the tensor it mirrors."""
     graph = model.graph
-    logits = graph.output[0].name
-    mirrors = {"loss": logits, "logits": logits, "input_grad": image}
     renames, infos = [], []
     for name, tensor in outputs.items():
         if name != tensor:
