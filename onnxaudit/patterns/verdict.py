@@ -1,4 +1,11 @@
-"""Backdoor verdict from per-class pattern statistics (our rule, not the paper's; see docs/patterns.md)."""
+"""Backdoor verdict from per-class pattern statistics (our rule, not the paper's; see docs/patterns.md).
+
+An implanted trigger makes its target class reachable with a far smaller pattern than any other
+class: its k50 (the pattern size at which half of the other-class images flip) is an outlier on
+the low side. Clean models have a natural shortcut class too (Bag on Fashion-MNIST, the paper's
+"backdoor learned from clean data"), so an outlier is flagged only when it is also absolutely
+tiny: a pattern of a few pixels, smaller than any natural shortcut seen in the calibration zoo.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxaudit.patterns.shape import ShapeStats
-
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
+INDEX_THRESHOLD = 2.0  # anomaly index above which a class is an outlier (Neural Cleanse's rule)
+MAX_K50 = 0.004  # fraction of the pixels (3 of 784): larger patterns are natural shortcuts
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -17,7 +24,7 @@ def anomaly_index(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     median = np.median(values)
     mad = MAD_SCALE * np.median(np.abs(values - median))
-    return (median - values) / max(mad, 1e-12)
+    return (median - values) / max(mad, 1e-3)
 
 
 @dataclass
@@ -25,8 +32,9 @@ class BackdoorVerdict:
     suspected: bool
     classes: list[int]
     anomaly_index: np.ndarray  # (T,)
-    statistic: np.ndarray  # (T,) the per-class statistic the index is computed on
+    statistic: np.ndarray  # (T,) k50 of each class, the smallest over canvases
     threshold: float
+    max_k50: float
     rule: str
 
     def to_dict(self) -> dict:
@@ -34,23 +42,28 @@ class BackdoorVerdict:
             "suspected": self.suspected,
             "classes": self.classes,
             "anomaly_index": [float(a) for a in self.anomaly_index],
-            "statistic": [float(s) for s in self.statistic],
+            "k50": [float(s) for s in self.statistic],
             "threshold": self.threshold,
+            "max_k50": self.max_k50,
             "rule": self.rule,
         }
 
 
 def backdoor_verdict(
-    power: np.ndarray,
-    k90: np.ndarray,
-    mask_l1: np.ndarray,
-    shapes: list[list[ShapeStats]],
+    k50: np.ndarray,
     classes: Sequence[int],
-    k_grid: Sequence[float],
+    k_cap: float,
+    threshold: float = INDEX_THRESHOLD,
+    max_k50: float = MAX_K50,
 ) -> BackdoorVerdict:
-    """Flag classes whose smallest 90 %-predictive pattern is anomalously small."""
-    cap = 2 * max(k_grid)
-    stat = np.log(np.nanmin(np.where(np.isfinite(k90), k90, cap), axis=0))
-    index = anomaly_index(stat)
-    flagged = [int(t) for t, a in zip(classes, index, strict=True) if a > 2.0]
-    return BackdoorVerdict(bool(flagged), flagged, index, stat, 2.0, "MAD index of log k90 > 2")
+    """Flag classes whose k50 (smallest over canvases; `k_cap` when never reached) is a low-side
+    MAD outlier of log k50 *and* below `max_k50`."""
+    best = np.nanmin(np.where(np.isfinite(k50), k50, k_cap), axis=0)
+    index = anomaly_index(np.log(best))
+    flagged = [
+        int(t)
+        for t, a, k in zip(classes, index, best, strict=True)
+        if a > threshold and k <= max_k50
+    ]
+    rule = f"anomaly index of log k50 > {threshold:g} and k50 <= {max_k50:g} of the pixels"
+    return BackdoorVerdict(bool(flagged), flagged, index, best, threshold, max_k50, rule)
