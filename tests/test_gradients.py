@@ -179,6 +179,7 @@ def test_torch_exported_cnn_matches_autograd() -> None:
     model = onnx.load_from_string(buffer.getvalue())
     ops = {n.op_type for n in model.graph.node}
     assert {"MaxPool", "Resize", "AveragePool", "Sigmoid", "HardSwish"} <= ops
+    onnx.checker.check_model(build_gradient_model(model), full_check=True)
     result = InputGradient(model, CrossEntropy(), "cpu", batch_size=4)(x.numpy(), y.numpy())
     xt = x.clone().requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(net(xt), y)
