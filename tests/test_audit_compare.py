@@ -89,6 +89,7 @@ def test_compare_cli_writes_one_report_for_all_models(two_models, tmp_path, fake
     assert all(m["data"]["n"] == 9 for m in doc["models"])
     html = (out / "report.html").read_text()
     assert "Comparison of 2 models" in html and "cnn1" in html
+    assert "Differences from the reference (cnn0)" in html
 
 
 def test_compare_cli_needs_two_models(two_models, tmp_path):

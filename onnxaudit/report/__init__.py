@@ -89,7 +89,7 @@ def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> st
         title="onnxaudit: " + " vs ".join(model_label(m) for m in models),
         doc=doc,
         models=[{"doc": m, "summary": verdicts(m), "appendix": appendix(m)} for m in models],
-        comparison=flatten(doc.get("comparison") or {}),
+        comparison=flatten(doc.get("comparison") or {}, skip={"layer_deltas", "models"}),
         figures=figures,
         notes=notes,
     )
