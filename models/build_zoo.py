@@ -387,10 +387,12 @@ class Scale:
     n_train: int | None = None
     n_test: int | None = None
     epochs: int = 6
-    student_epochs: int = 3
-    poison_epochs: int = 2
+    student_epochs: int = 2
+    badnets_epochs: int = 1
+    blend_epochs: int = 2
     adv_epochs: int = 2
-    adv_per_epoch: int = 15000
+    adv_per_epoch: int = 10000
+    robust_n: int = 2000
 
 
 @dataclass
@@ -417,7 +419,8 @@ class Zoo:
             classes=CLASSES,
             preprocessing=PREPROCESSING,
             robust_attack=f"L-inf PGD-10, eps {EPS}, step {2.5 * EPS / 10:g}, uniform random "
-            "start, on the full test set, in torch with the trained weights",
+            f"start, on the first {self.scale.robust_n} test images, in torch with the trained "
+            "weights",
         )
         self.record["models"] = {}
 
@@ -454,7 +457,9 @@ class Zoo:
         entry["clean_accuracy"] = OnnxModel(path).accuracy(self.x_test_np, self.y_test_np)
         if robust:
             t0 = time.time()
-            entry["robust_accuracy_pgd10_eps0.1"] = robust_accuracy(model, self.x_test, self.y_test)
+            x, y = self.x_test[: self.scale.robust_n], self.y_test[: self.scale.robust_n]
+            entry["robust_accuracy_pgd10_eps0.1"] = robust_accuracy(model, x, y)
+            entry["robust_eval_images"] = len(y)
             print(f"  [{name}] PGD-10 took {time.time() - t0:.0f}s", flush=True)
         if trigger is not None:
             bd = entry["backdoor"]
@@ -617,7 +622,14 @@ class Zoo:
         )
 
     def backdoored(
-        self, name: str, base: str, arch_desc: str, trigger: Trigger, target: int, seed: int
+        self,
+        name: str,
+        base: str,
+        arch_desc: str,
+        trigger: Trigger,
+        target: int,
+        seed: int,
+        epochs: int,
     ) -> None:
         """Fine-tune the clean ``base`` model on a training set with 10 % poisoned images.
 
@@ -649,18 +661,20 @@ class Zoo:
             torch.from_numpy(x),
             torch.from_numpy(y),
             recipe,
-            self.scale.poison_epochs,
+            epochs,
             lr=0.05,
             backdoor=backdoor,
             trigger=trigger,
         )
 
     def build_vgg_badnets(self) -> None:
-        self.backdoored("vgg-badnets", "vgg", VGG_DESC, badnets_trigger(), BADNETS_TARGET, 5)
+        trigger, epochs = badnets_trigger(), self.scale.badnets_epochs
+        self.backdoored("vgg-badnets", "vgg", VGG_DESC, trigger, BADNETS_TARGET, 5, epochs)
 
     def build_resnet_blend(self) -> None:
         trigger = blend_trigger(BLEND_ALPHA, BLEND_SEED)
-        self.backdoored("resnet-blend", "resnet", RESNET_DESC, trigger, BLEND_TARGET, 6)
+        epochs = self.scale.blend_epochs
+        self.backdoored("resnet-blend", "resnet", RESNET_DESC, trigger, BLEND_TARGET, 6, epochs)
 
     def write_subset(self, path: Path) -> None:
         """The committed 100-per-class test subset that tests and demos use without the dataset."""
@@ -711,7 +725,8 @@ def main() -> None:
             n_test=500,
             epochs=1,
             student_epochs=1,
-            poison_epochs=1,
+            badnets_epochs=1,
+            blend_epochs=1,
             adv_epochs=1,
             adv_per_epoch=256,
         )
