@@ -94,6 +94,22 @@ def blend(mask: np.ndarray, canvas: np.ndarray, x: np.ndarray) -> np.ndarray:
     return m * canvas + (1.0 - m) * x
 
 
+def confident_images(
+    logits: np.ndarray, y: np.ndarray, classes: Sequence[int], rank: int = 0
+) -> np.ndarray:
+    """(T,) index of the rank-th most confident image of each class: correctly classified ones
+    first, then by the softmax probability of the class (stable order: deterministic)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    correct = logits.argmax(axis=1) == y
+    picks = []
+    for t in classes:
+        own = np.flatnonzero(y == t)
+        ranked = own[np.lexsort((-prob[own, t], ~correct[own]))]
+        picks.append(ranked[min(rank, len(ranked) - 1)])
+    return np.array(picks, dtype=np.int64)
+
+
 def blend_gradients(
     masks: np.ndarray,
     canvases: np.ndarray,
@@ -168,20 +184,13 @@ class ClassPatternSearch:
 
     def _initial_canvases(self, logits: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(V, T, C, H, W) starting canvases for every (canvas, class) unit."""
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        prob = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        correct = logits.argmax(axis=1) == y
         canvases = np.empty((len(self.canvas_labels_), len(self.classes_), *x.shape[1:]), "f4")
-        for ti, t in enumerate(self.classes_):
-            own = np.flatnonzero(y == t)
-            # correctly classified first, then by probability of t (stable, so deterministic)
-            ranked = own[np.lexsort((-prob[own, t], ~correct[own]))]
-            for vi, label in enumerate(self.canvas_labels_):
-                if label.startswith("confident"):
-                    rank = int(label[len("confident") :] or 0)
-                    canvases[vi, ti] = x[ranked[min(rank, len(ranked) - 1)]]
-                else:  # white is fixed; free starts from mid-grey and is learned
-                    canvases[vi, ti] = 1.0 if label == "white" else 0.5
+        for vi, label in enumerate(self.canvas_labels_):
+            if label.startswith("confident"):
+                rank = int(label[len("confident") :] or 0)
+                canvases[vi] = x[confident_images(logits, y, self.classes_, rank)]
+            else:  # white is fixed; free starts from mid-grey and is learned
+                canvases[vi] = 1.0 if label == "white" else 0.5
         return canvases
 
     # -- search --------------------------------------------------------------------------------
