@@ -73,9 +73,13 @@ def plot_power(result: PatternsResult) -> Figure:
 
 
 def plot_anomaly(result: PatternsResult) -> Figure:
-    """The verdict's per-class anomaly index, flagged classes in red, with the threshold."""
+    """The verdict's per-class anomaly index with its threshold: suspected targets in red,
+    outliers whose pattern is too large for a trigger (natural shortcuts) in orange."""
     verdict = result.verdict
-    colors = ["red" if t in verdict.classes else "0.5" for t in result.classes]
+    colors = [
+        "red" if t in verdict.classes else "orange" if t in verdict.shortcuts else "0.5"
+        for t in result.classes
+    ]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(result.classes) + 2), 3.0))
     ax.bar(np.arange(len(result.classes)), verdict.anomaly_index, color=colors)
     ax.axhline(verdict.threshold, color="red", linestyle="--", linewidth=0.8)

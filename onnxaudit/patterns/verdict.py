@@ -31,6 +31,7 @@ def anomaly_index(values: np.ndarray) -> np.ndarray:
 class BackdoorVerdict:
     suspected: bool
     classes: list[int]
+    shortcuts: list[int]  # outliers too large for a trigger: natural shortcut classes
     anomaly_index: np.ndarray  # (T,)
     statistic: np.ndarray  # (T,) k50 of each class, the smallest over canvases
     threshold: float
@@ -41,6 +42,7 @@ class BackdoorVerdict:
         return {
             "suspected": self.suspected,
             "classes": self.classes,
+            "natural_shortcuts": self.shortcuts,
             "anomaly_index": [float(a) for a in self.anomaly_index],
             "k50": [float(s) for s in self.statistic],
             "threshold": self.threshold,
@@ -60,10 +62,8 @@ def backdoor_verdict(
     MAD outlier of log k50 *and* below `max_k50`."""
     best = np.nanmin(np.where(np.isfinite(k50), k50, k_cap), axis=0)
     index = anomaly_index(np.log(best))
-    flagged = [
-        int(t)
-        for t, a, k in zip(classes, index, best, strict=True)
-        if a > threshold and k <= max_k50
-    ]
+    outliers = [(int(t), k) for t, a, k in zip(classes, index, best, strict=True) if a > threshold]
+    flagged = [t for t, k in outliers if k <= max_k50]
+    shortcuts = [t for t, k in outliers if k > max_k50]
     rule = f"anomaly index of log k50 > {threshold:g} and k50 <= {max_k50:g} of the pixels"
-    return BackdoorVerdict(bool(flagged), flagged, index, best, threshold, max_k50, rule)
+    return BackdoorVerdict(bool(flagged), flagged, shortcuts, index, best, threshold, max_k50, rule)
