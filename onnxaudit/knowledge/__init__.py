@@ -1,0 +1,41 @@
+"""Paper 1 (Li, Wang, Zhang, NeurIPS 2021): knowledge points and their emergence in a classifier."""
+
+from onnxaudit.knowledge.analysis import (
+    AdversarialResult,
+    EmergenceResult,
+    KnowledgeResult,
+    KnowledgeSettings,
+    adversarial_analysis,
+    analyse_knowledge,
+    default_layers,
+    emergence,
+    fit_model,
+)
+from onnxaudit.knowledge.compare import ModelComparison, compare_models
+from onnxaudit.knowledge.importance import ImportanceWeights
+from onnxaudit.knowledge.points import LayerKnowledge, knowledge_points
+from onnxaudit.knowledge.radial import LinearKappa, radial_posterior, target_probs
+from onnxaudit.knowledge.region import RegionEmbedding
+from onnxaudit.knowledge.sample import SampleEmbedding
+
+__all__ = [
+    "AdversarialResult",
+    "EmergenceResult",
+    "ImportanceWeights",
+    "KnowledgeResult",
+    "KnowledgeSettings",
+    "LayerKnowledge",
+    "LinearKappa",
+    "ModelComparison",
+    "RegionEmbedding",
+    "SampleEmbedding",
+    "adversarial_analysis",
+    "analyse_knowledge",
+    "compare_models",
+    "default_layers",
+    "emergence",
+    "fit_model",
+    "knowledge_points",
+    "radial_posterior",
+    "target_probs",
+]
