@@ -97,15 +97,16 @@ def _knowledge(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgre
         pm,
         dataset,
         layers=config.layers,
-        per_class=None,
+        per_class=None,  # the dataset is already the audit's subset, shared by every analysis
         seed=config.seed,
         device=config.device,
         progress=progress,
+        threads=config.threads,
     )
 
 
 def _patterns(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgress | None) -> Any:
-    from onnxaudit.patterns.analyse import analyse_patterns
+    from onnxaudit.patterns import analyse_patterns
 
     return analyse_patterns(
         pm,

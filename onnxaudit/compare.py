@@ -7,7 +7,7 @@ embedding (same class directions), so knowledge points and feature changes are c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,17 @@ def _prefixed(progress: StageProgress | None, pm: Any) -> StageProgress | None:
     return lambda stage, done, total: progress(f"{name}: {stage}", done, total)
 
 
-def compare_runs(runs: Sequence[AuditRun], progress: StageProgress | None = None) -> CompareRun:
-    """Put audited models side by side; the first is the reference coordinate system."""
+def compare_runs(
+    runs: Sequence[AuditRun],
+    progress: StageProgress | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+) -> CompareRun:
+    """Put audited models side by side; the first is the reference coordinate system.
+
+    When the reference's knowledge analysis ran, every other model's knowledge points are
+    recounted in the reference's sample-embedding space (knowledge.compare_models).
+    """
     if len(runs) < 2:
         raise AuditError("compare needs at least two models")
     names = [run.result["model"]["name"] for run in runs]
@@ -58,9 +67,31 @@ def compare_runs(runs: Sequence[AuditRun], progress: StageProgress | None = None
         "models": names,
         "layer_deltas": [layer_deltas(runs[0].result, run.result) for run in runs[1:]],
     }
-    figures: dict[str, list[EmbeddedFigure]] = {}
-    figures.update({key: list(value) for key, value in _merge_figures(runs).items()})
-    return CompareRun(build_comparison([run.result for run in runs], comparison), figures)
+    reference = runs[0].analyses.get("knowledge")
+    if reference is not None and not isinstance(reference, Mapping):
+        from onnxaudit.knowledge import compare_models
+
+        comparison["knowledge"] = [
+            compare_models(
+                reference,
+                run.model,
+                layers=_analysed_layers(run),
+                device=device,
+                progress=progress,
+                threads=threads,
+                reference_name=names[0],
+            )
+            for run in runs[1:]
+        ]
+    return CompareRun(
+        build_comparison([run.result for run in runs], comparison), _merge_figures(runs)
+    )
+
+
+def _analysed_layers(run: AuditRun) -> list[str] | None:
+    """The layers the model's own audit analysed, so both views of it use the same maps."""
+    layers = (run.result.get("knowledge") or {}).get("layers") or []
+    return [entry["name"] for entry in layers] or None
 
 
 def layer_deltas(reference: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from graphs import small_cnn
 from onnx.reference import ReferenceEvaluator
 
 from onnxaudit.audit import AuditConfig, run_audit, write_audit
+from onnxaudit.compare import compare_runs
 from onnxaudit.data import load_dataset
 from onnxaudit.model import prepare_model
 from onnxaudit.results import dumps, load_result
@@ -32,7 +33,7 @@ def inputs(tmp_path_factory):
     )
 
 
-CONFIG = AuditConfig(per_class=6, seed=1, patterns_epochs=1, pgd_steps=3, skip={"knowledge"})
+CONFIG = AuditConfig(per_class=6, seed=1, patterns_epochs=1, pgd_steps=3)
 
 
 def test_clean_accuracy_matches_onnx_reference(inputs):
@@ -61,3 +62,20 @@ def test_outputs_roundtrip_and_are_deterministic(inputs):
     html = paths["report.html"].read_text()
     assert "Pattern of each class" in html  # the patterns module's figure is embedded
     assert html.count("data:image/png;base64,") >= 3
+
+
+def test_knowledge_section_and_self_comparison_is_the_identity(inputs):
+    _, pm, dataset = inputs
+    run = run_audit(pm, dataset, CONFIG)
+    layers = run.result["knowledge"]["layers"]
+    assert layers and all(0 <= (entry["reliable_ratio"] or 0) <= 1 for entry in layers)
+    for entry in layers:  # reliable points are a subset of the points
+        assert entry["reliable_knowledge_points"] <= entry["knowledge_points"] + 1e-9
+    compared = compare_runs([run, run_audit(pm, dataset, CONFIG)])
+    (same,) = compared.doc["comparison"]["knowledge"]
+    assert [row["layer"] for row in same["layers"]] == [entry["name"] for entry in layers]
+    for row, entry in zip(same["layers"], layers, strict=True):
+        assert row["other"]["knowledge_points"] == pytest.approx(entry["knowledge_points"])
+        assert row["mean_one_minus_cos"] < 0.1  # refitted, so aligned but not bit-identical
+    deltas = compared.doc["comparison"]["layer_deltas"][0]["layers"]
+    assert all(row["knowledge_points"] == 0.0 for row in deltas)

@@ -75,6 +75,7 @@ def compare(
     )
     with progress() as bar:
         update = stage_progress(bar)
-        compared = compare_runs(audit_models(prepared, dataset, config, update), update)
+        runs = audit_models(prepared, dataset, config, update)
+        compared = compare_runs(runs, update, device, threads)
     paths = write_report(out, compared.doc, compared.figures)
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -74,7 +74,7 @@ def demo(
     with progress() as bar:
         update = stage_progress(bar)
         runs = audit_models(models, dataset, config, update, [p.as_posix() for p in paths])
-        compared = compare_runs(runs, update)
+        compared = compare_runs(runs, update, device, threads)
     for path, run in zip(paths, runs, strict=True):
         write_audit(out / path.stem, run, notes=notes)
     written = write_report(out / "compare", compared.doc, compared.figures, notes)

@@ -22,6 +22,8 @@ from onnxaudit.report.figures import (
     model_label,
     patterns_chart,
     robustness_chart,
+    shared_space_chart,
+    shared_space_histograms,
     short_layer,
 )
 from onnxaudit.results import COMPARE_SCHEMA, SCHEMA, SECTIONS
@@ -76,6 +78,7 @@ def _render_audit(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
 
 def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
     models = list(doc["models"])
+    shared = (doc.get("comparison") or {}).get("knowledge") or []
     figures = {
         "knowledge": _builtin(knowledge_chart(models), "Knowledge points per layer, all models")
         + extra.get("knowledge", []),
@@ -83,13 +86,17 @@ def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> st
         + extra.get("patterns", []),
         "robustness": _builtin(robustness_chart(models), "Clean vs PGD accuracy")
         + extra.get("robustness", []),
-        "comparison": extra.get("comparison", []),
+        "comparison": _builtin(shared_space_chart(shared), "Knowledge in the reference's space")
+        + _builtin(shared_space_histograms(shared), "Feature directions against the reference")
+        + extra.get("comparison", []),
     }
     return _ENV.get_template("compare.html.j2").render(
         title="onnxaudit: " + " vs ".join(model_label(m) for m in models),
         doc=doc,
         models=[{"doc": m, "summary": verdicts(m), "appendix": appendix(m)} for m in models],
-        comparison=flatten(doc.get("comparison") or {}, skip={"layer_deltas", "models"}),
+        comparison=flatten(
+            doc.get("comparison") or {}, skip={"reference", "models", "layer_deltas", "knowledge"}
+        ),
         figures=figures,
         notes=notes,
     )

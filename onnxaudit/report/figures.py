@@ -167,3 +167,58 @@ def robustness_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
 
 def _num(value: Any) -> float:
     return np.nan if value is None else float(value)
+
+
+def shared_space_chart(comparisons: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Knowledge points and reliable ratio of every model recounted in the reference model's
+    sample-embedding space, and how far each model's regional features point from the
+    reference's (mean 1 - cos), per analysed-layer position."""
+    if not comparisons:
+        return None
+    reference = [
+        (comparisons[0]["reference_model"], [r["reference"] for r in comparisons[0]["layers"]])
+    ]
+    others = [(c["model"], [r["other"] for r in c["layers"]]) for c in comparisons]
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for i, (name, rows) in enumerate(reference + others):
+        style = {"marker": "o", "color": PALETTE[i % len(PALETTE)], "label": plain(name)}
+        positions = np.arange(1, len(rows) + 1)
+        axes[0].plot(positions, [_num(r.get("knowledge_points")) for r in rows], **style)
+        axes[1].plot(positions, [_num(r.get("reliable_ratio")) for r in rows], **style)
+        if i:
+            cos = [_num(r.get("mean_one_minus_cos")) for r in comparisons[i - 1]["layers"]]
+            axes[2].plot(positions, cos, **style)
+    titles = ("knowledge points / image", "reliable ratio", "mean 1 − cos to the reference")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("analysed layer (shallow → deep)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def shared_space_histograms(comparisons: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Per layer position, the distribution of 1 - cos between each model's regional features
+    and the reference's on the same image regions (where the grids agree)."""
+    positions = max((len(c["layers"]) for c in comparisons), default=0)
+    if not positions or not any(r.get("cos_hist") for c in comparisons for r in c["layers"]):
+        return None
+    fig = Figure(figsize=(11, 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, positions, sharey=True))
+    for i, comparison in enumerate(comparisons):
+        for ax, row in zip(axes, comparison["layers"], strict=False):
+            hist = row.get("cos_hist")
+            if not hist:
+                continue
+            counts = np.asarray(hist["counts"], dtype=float)
+            ax.stairs(counts / max(counts.sum(), 1.0), hist["bins"],
+                      color=PALETTE[(i + 1) % len(PALETTE)], label=plain(comparison["model"]))  # fmt: skip
+    for position, ax in enumerate(axes, start=1):
+        ax.set_title(f"layer {position}", fontsize=10)
+        ax.set_xlabel("1 − cos")
+    axes[0].set_ylabel("fraction of regions")
+    axes[0].legend(fontsize=7)
+    return fig
