@@ -32,6 +32,7 @@ class AuditConfig:
     device: str = "auto"
     threads: int | None = None
     layers: list[str] | None = None
+    checkpoints: list[str] = field(default_factory=list)
     patterns_k: float = 0.05
     patterns_epochs: float = 5
     eps: float = 0.1
@@ -99,6 +100,7 @@ def _knowledge(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgre
         layers=config.layers,
         per_class=None,  # the dataset is already the audit's subset, shared by every analysis
         seed=config.seed,
+        checkpoints=config.checkpoints,
         device=config.device,
         progress=progress,
         threads=config.threads,

@@ -79,3 +79,20 @@ def test_knowledge_section_and_self_comparison_is_the_identity(inputs):
         assert row["mean_one_minus_cos"] < 0.1  # refitted, so aligned but not bit-identical
     deltas = compared.doc["comparison"]["layer_deltas"][0]["layers"]
     assert all(row["knowledge_points"] == 0.0 for row in deltas)
+
+
+def test_checkpoints_give_an_emergence_table(inputs):
+    folder, pm, dataset = inputs
+    checkpoints = []
+    for seed in (7, 3):  # same architecture; the last one is the audited model itself
+        onnx.save(small_cnn(seed=seed), folder / f"ckpt{seed}.onnx")
+        checkpoints.append(str(folder / f"ckpt{seed}.onnx"))
+    config = AuditConfig(
+        per_class=6, seed=1, checkpoints=checkpoints, skip={"patterns", "robustness"}
+    )
+    knowledge = run_audit(pm, dataset, config).result["knowledge"]
+    emergence = knowledge["emergence"]
+    assert emergence["checkpoints"] == checkpoints
+    names = [entry["name"] for entry in knowledge["layers"]]
+    assert emergence["layers"] == names
+    assert np.asarray(emergence["knowledge_points"]).shape == (2, len(names))

@@ -36,6 +36,14 @@ def hand_result(name: str = "vgg", suspected: bool = False) -> dict:
             "strength_uncertainty_corr": -0.62,
             "pca_strength_uncertainty_corr": -0.2,
         },
+        "emergence": {
+            "checkpoints": ["a.onnx", "b.onnx"],
+            "iterations": [0, 100],
+            "layers": [f"/stage{i}/{EVIL}" for i in range(3)],
+            "knowledge_points": [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]],
+            "reliable_knowledge_points": [[0.0, 0.5, 1.0], [1.0, 2.0, 3.0]],
+            "reliable_ratio": [[None, 0.5, 0.5], [0.5, 0.66, 0.75]],
+        },
     }
     patterns = {
         "classes": [
@@ -134,6 +142,12 @@ def test_verdict_statuses():
     ]
     bare = build_result({"name": "m"}, {})
     assert [c["status"] for c in verdicts(bare)] == ["na", "na", "na"]
+
+
+def test_knowledge_section_has_the_emergence_chart(audit_html):
+    knowledge = audit_html[audit_html.index('id="knowledge"') : audit_html.index('id="patterns"')]
+    assert "Emergence of knowledge points during training" in knowledge
+    assert knowledge.count("data:image/png;base64,") == 2
 
 
 def test_appendix_has_every_setting_seed_and_hash(audit_html):

@@ -78,6 +78,11 @@ def audit(
     eps: float = EPS,
     steps: int = STEPS,
     pattern_epochs: float = PATTERN_EPOCHS,
+    checkpoints: list[Path] = typer.Option(
+        [],
+        "--checkpoints",
+        help="Training checkpoints of this model, in order (repeatable): knowledge emergence.",
+    ),
     junit: Path = typer.Option(None, "--junit", help="Write JUnit XML, one test case per gate."),
     fail_on: list[str] = typer.Option(
         [], "--fail-on", help="'backdoor': fail when a backdoor is suspected."
@@ -120,6 +125,7 @@ def audit(
         device=device,
         threads=threads,
         layers=parse_names(layers) or baseline_layers(pm, spec.baseline),
+        checkpoints=[str(path) for path in checkpoints],
         patterns_epochs=pattern_epochs,
         eps=eps,
         pgd_steps=steps,

@@ -18,6 +18,7 @@ from onnxaudit.report.figures import (
     EmbeddedFigure,
     anomaly_heatmap,
     embed_figure,
+    emergence_chart,
     knowledge_chart,
     model_label,
     patterns_chart,
@@ -59,6 +60,7 @@ def render_report(
 def _render_audit(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
     figures = {
         "knowledge": _builtin(knowledge_chart([doc]), "Knowledge points per layer")
+        + _builtin(emergence_chart(doc), "Emergence of knowledge points during training")
         + extra.get("knowledge", []),
         "patterns": _builtin(patterns_chart(doc), "Class-wise patterns")
         + extra.get("patterns", []),

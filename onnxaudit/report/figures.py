@@ -91,6 +91,37 @@ def knowledge_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
     return fig
 
 
+def emergence_chart(result: Mapping[str, Any]) -> Figure | None:
+    """Knowledge points and reliable ratio per analysed layer across training checkpoints."""
+    emergence = (result.get("knowledge") or {}).get("emergence")
+    if not emergence or not emergence.get("checkpoints"):
+        return None
+    iterations = emergence.get("iterations") or []
+    known = len(iterations) == len(emergence["checkpoints"]) and all(
+        i is not None for i in iterations
+    )
+    x = np.asarray(iterations if known else range(len(emergence["checkpoints"])), dtype=float)
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("knowledge_points", "knowledge points / image"),
+        ("reliable_ratio", "reliable ratio"),
+    )
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        table = np.asarray(emergence[key], dtype=float)  # (checkpoints, layers); null -> nan
+        for j, layer in enumerate(emergence["layers"]):
+            ax.plot(x, table[:, j], marker="o", color=PALETTE[j % len(PALETTE)],
+                    label=plain(f"{j + 1}: {short_layer(layer)}"))  # fmt: skip
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training iteration" if known else "checkpoint")
+        if known:
+            ax.set_xscale("symlog", linthresh=max(1.0, float(np.min(x[x > 0], initial=1.0))))
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
 def patterns_chart(result: Mapping[str, Any]) -> Figure | None:
     """Predictive power and anomaly index per class; suspected backdoor targets in red."""
     patterns = result.get("patterns") or {}
