@@ -29,15 +29,17 @@ class CompareRun:
 def audit_models(
     models: Sequence[Any],
     dataset: Any,
-    config: AuditConfig,
+    config: AuditConfig | Sequence[AuditConfig],
     progress: StageProgress | None = None,
     display_paths: Sequence[str | Path | None] | None = None,
 ) -> list[AuditRun]:
-    """Audit each PreparedModel on the same dataset with the same settings."""
+    """Audit each PreparedModel on the same dataset; one config for all, or one per model (e.g.
+    training checkpoints for the one model that has them)."""
+    configs = [config] * len(models) if isinstance(config, AuditConfig) else list(config)
     paths = list(display_paths) if display_paths is not None else [None] * len(models)
     return [
-        run_audit(pm, dataset, config, _prefixed(progress, pm), path)
-        for pm, path in zip(models, paths, strict=True)
+        run_audit(pm, dataset, cfg, _prefixed(progress, pm), path)
+        for pm, cfg, path in zip(models, configs, paths, strict=True)
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from onnxaudit.model import prepare_model
 # Normal, adversarially trained, distilled, and the two backdoored models (patch and blend).
 ZOO = ("vgg", "vgg-adv", "vgg-student", "vgg-badnets", "resnet", "resnet-blend")
 SUBSET = Path("models/data/fashion-mnist-test-subset.npz")
+CHECKPOINTS = Path("models/zoo/checkpoints")
 
 
 def repo_root() -> Path:
@@ -45,6 +47,9 @@ def demo(
     steps: int = typer.Option(5, "--steps", help="PGD steps (demo: few)."),
     eps: float = typer.Option(0.1, "--eps", help="L-inf PGD radius in [0, 1] pixel units."),
     pattern_epochs: float = typer.Option(2.0, "--pattern-epochs", help="Pattern-search epochs."),
+    emergence: bool = typer.Option(
+        True, help="Knowledge emergence over vgg's training checkpoints (models/zoo/checkpoints)."
+    ),
     seed: int = SEED,
     device: str = DEVICE,
     threads: int = THREADS,
@@ -71,9 +76,16 @@ def demo(
         f"{pattern_epochs:g} epochs. Real audits should use more images and steps "
         f"(onnxaudit audit --per-class 50 --steps 10)."
     ]
+    checkpoints = [
+        os.path.relpath(path) for path in sorted((root / CHECKPOINTS).glob("vgg-iter*.onnx"))
+    ]
+    configs = [
+        replace(config, checkpoints=checkpoints if emergence and path.stem == "vgg" else [])
+        for path in paths
+    ]
     with progress() as bar:
         update = stage_progress(bar)
-        runs = audit_models(models, dataset, config, update, [p.as_posix() for p in paths])
+        runs = audit_models(models, dataset, configs, update, [p.as_posix() for p in paths])
         compared = compare_runs(runs, update, device, threads)
     for path, run in zip(paths, runs, strict=True):
         write_audit(out / path.stem, run, notes=notes)
