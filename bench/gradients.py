@@ -145,7 +145,8 @@ def bench(path: str, batch: int, threads: int, repeats: int) -> dict:
     mirror = TorchMirror(model).eval()
     ours = grad(x, y)
     _, reference = torch_input_gradient(mirror, x, y)
-    error = float(np.abs(ours.input_grad - reference).max() / np.abs(reference).max())
+    axes = (1, 2, 3)  # per-sample relative error: a near-kink flip stays in its own sample
+    errors = np.abs(ours.input_grad - reference).max(axes) / np.abs(reference).max(axes)
     times = _best_ms(
         {"onnx": lambda: grad(x, y), "torch": lambda: torch_input_gradient(mirror, x, y)}, repeats
     )
@@ -157,7 +158,8 @@ def bench(path: str, batch: int, threads: int, repeats: int) -> dict:
         "onnx_ms": onnx_ms,
         "torch_ms": torch_ms,
         "ratio": onnx_ms / torch_ms,
-        "max_rel_error": error,
+        "median_rel_error": float(np.median(errors)),
+        "samples_off": int((errors > 1e-4).sum()),
     }
 
 
@@ -233,8 +235,11 @@ def main() -> None:
     if args.maxpool:
         maxpool_study(args.threads, args.repeats)
         return
-    print("| model | batch | threads | onnxaudit ms | torch ms | ratio | max rel. error |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | batch | threads | onnxaudit ms | torch ms | ratio | "
+        "median rel. error | samples > 1e-4 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for path in args.models:
         if not Path(path).exists():
             print(f"| {path} | missing |")
@@ -242,7 +247,8 @@ def main() -> None:
         r = bench(path, args.batch, args.threads, args.repeats)
         print(
             f"| {Path(path).name} | {r['batch']} | {r['threads']} | {r['onnx_ms']:.1f} | "
-            f"{r['torch_ms']:.1f} | {r['ratio']:.2f}x | {r['max_rel_error']:.1e} |"
+            f"{r['torch_ms']:.1f} | {r['ratio']:.2f}x | {r['median_rel_error']:.1e} | "
+            f"{r['samples_off']} |"
         )
 
 
