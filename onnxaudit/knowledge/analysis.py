@@ -41,7 +41,7 @@ class KnowledgeSettings:
     region_kappa: LinearKappa = field(default_factory=lambda: LinearKappa(1.0, 1000.0))
     sample_max_iter: int = 500
     weight_decay: float = 5e-4
-    partners: int = 32
+    partners: int = 16
     kappa_p: float = 5.0
     kappa_match: float = 1000.0 / 512.0
     importance_steps: int = 20
@@ -49,7 +49,7 @@ class KnowledgeSettings:
     momentum: float = 0.9
     lambda_kl: float = 1.0
     lambda_align: float = 0.1
-    region_max_iter: int = 60
+    region_max_iter: int = 40
     regions_per_sample: int = 48
     procrustes_trim: float = 0.1
     warm_start: int = 3
@@ -316,6 +316,7 @@ def fit_layer(
         lr=settings.importance_lr,
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
+        rematch_top=settings.regions_per_sample,
         seed=seed,
     ).fit(regions, probs)
     embedding = RegionEmbedding(

@@ -28,18 +28,21 @@ def similarity_targets(probs: np.ndarray, partners: np.ndarray, kappa_p: float) 
     return np.exp(log_softmax(kappa_p * cos, axis=1))
 
 
-def match_regions(fbar: np.ndarray, partners: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """r'_ij(r) = argmax_r' sum_k v_ik fbar_i^(k,r) fbar_j^(k,r'): (N, S, R) region indices.
+def match_regions(
+    fbar: np.ndarray, partners: np.ndarray, v: np.ndarray, regions: np.ndarray | None = None
+) -> np.ndarray:
+    """r'_ij(r) = argmax_r' sum_k v_ik fbar_i^(k,r) fbar_j^(k,r'): (N, S, R') region indices.
 
-    One (R, K) x (K, S R) product per sample: a single large GEMM is several times faster
-    than S small ones.
+    `regions` (N, R') restricts the query regions r (default: all). One (R', K) x (K, S R)
+    product per sample: a single large GEMM is several times faster than S small ones.
     """
     n, r, k = fbar.shape
     s = partners.shape[1]
-    out = np.empty((n, s, r), np.int32)
+    queries = np.broadcast_to(np.arange(r), (n, r)) if regions is None else regions
+    out = np.empty((n, s, queries.shape[1]), np.int32)
     for i in range(n):
-        sim = (fbar[i] * v[i]) @ fbar[partners[i]].reshape(s * r, k).T  # (R, S R)
-        out[i] = sim.reshape(r, s, r).argmax(-1).T
+        sim = (fbar[i, queries[i]] * v[i]) @ fbar[partners[i]].reshape(s * r, k).T
+        out[i] = sim.reshape(-1, s, r).argmax(-1).T
     return out
 
 
@@ -50,7 +53,8 @@ class ImportanceWeights:
     wd 5e-4, abs + L1 projection before each step, uniform init), vectorised over samples.
     Deviations, for speed: a fixed seeded partner set per sample (reference: 100 fresh random
     partners per step), and matches r' computed with uniform v before the steps and recomputed
-    once with the fitted v (reference: recomputed every step); kappa_m scales with the channel
+    once with the fitted v for each sample's `rematch_top` highest-w regions, the ones the
+    regional embedding's similarity term uses (reference: all regions, every step); kappa_m scales with the channel
     count K as kappa_match * K, which is the reference's 1000 at K = 512.
     """
 
@@ -64,6 +68,7 @@ class ImportanceWeights:
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         batch_size: int = 64,
+        rematch_top: int = 64,
         seed: int = 0,
     ) -> None:
         self.partners = partners
@@ -74,6 +79,7 @@ class ImportanceWeights:
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.batch_size = batch_size
+        self.rematch_top = rematch_top
         self.seed = seed
 
     def fit(self, regions: np.ndarray, probs: np.ndarray) -> ImportanceWeights:
@@ -94,7 +100,10 @@ class ImportanceWeights:
             products = expert_products(fbar, self.partners_[idx], matches[idx], idx)
             self.w_[idx], self.v_[idx], losses[idx] = self._fit_batch(products, self.targets_[idx])
         self.loss_ = float(losses.mean())
-        self.matches_ = match_regions(fbar, self.partners_, self.v_.astype(np.float32))
+        top = np.argsort(-self.w_, axis=1)[:, : self.rematch_top]
+        rematched = match_regions(fbar, self.partners_, self.v_.astype(np.float32), top)
+        np.put_along_axis(matches, top[:, None, :], rematched, axis=2)
+        self.matches_ = matches
         return self
 
     def loss_and_grad(

@@ -99,9 +99,10 @@ class RegionEmbedding:
         matches = np.take_along_axis(importance.matches_, selected[:, None, :], axis=2)
         flat_index = importance.partners_[:, :, None] * r + matches
         g_unit = unit(np.asarray(g, np.float64))
-        return x, g_unit, importance.w_, importance.targets_, selected, flat_index
+        x_t = np.ascontiguousarray(x.reshape(len(x) * r, -1).T)
+        return x, x_t, g_unit, importance.w_, importance.targets_, selected, flat_index
 
-    def _objective(self, flat, x, g_unit, w, targets, selected, flat_index):
+    def _objective(self, flat, x, x_t, g_unit, w, targets, selected, flat_index):
         lam = flat.reshape(self.dim, -1)
         n, r, _ = x.shape
         rows = np.arange(n)[:, None]
@@ -109,11 +110,13 @@ class RegionEmbedding:
         norm = strength(h)
         o = h / np.maximum(norm, 1e-12)[..., None]
         s, ds = self.kappa.ratio(norm)
-        u = (s[..., None] * h)[rows, selected]  # kappa(l) o of the selected regions (N, k, d)
+        # Component-major (d, ...) arrays: the partner gathers and sums run on contiguous rows.
+        u = np.moveaxis(s[..., None] * h, -1, 0)[:, rows, selected]  # kappa(l) o, (d, N, k)
         w_sel = w[rows, selected]
         w_sel = w_sel / w_sel.sum(1, keepdims=True)
-        o_match = o.reshape(n * r, self.dim)[flat_index]  # (N, S, k, d)
-        log_q = log_softmax(np.einsum("nkd,nskd->nsk", u, o_match, optimize=True), axis=1)
+        o_match = np.take(o.reshape(n * r, self.dim).T, flat_index, axis=1)  # (d, N, S, k)
+        z = (u[:, :, None, :] * o_match).sum(0)
+        log_q = log_softmax(z, axis=1)  # experts q_i(j | r) over partners j
         log_pool = log_softmax(np.matmul(log_q, w_sel[:, :, None])[..., 0], axis=1)
         cos = np.einsum("nrd,nd->nr", o, g_unit)
         loss = (
@@ -123,18 +126,17 @@ class RegionEmbedding:
         )
         err = (self.lambda_kl / n) * (np.exp(log_pool) - targets)  # dKL/dz = w_r err_j
         grad_u = np.zeros_like(h)
-        grad_u[rows, selected] = w_sel[..., None] * np.einsum("ns,nskd->nkd", err, o_match)
-        grad_match = (err[:, :, None] * w_sel[:, None, :])[..., None] * u[:, None]
+        grad_u[rows, selected] = np.moveaxis(
+            w_sel * np.matmul(err[None, :, None, :], o_match)[:, :, 0], 0, -1
+        )
+        grad_z = err[:, :, None] * w_sel[:, None, :]
         grad_o = np.stack(
-            [
-                np.bincount(flat_index.ravel(), grad_match[..., d].ravel(), minlength=n * r)
-                for d in range(self.dim)
-            ],
+            [np.bincount(flat_index.ravel(), (grad_z * u_d[:, None]).ravel(), n * r) for u_d in u],
             axis=1,
         ).reshape(n, r, self.dim)
         grad_o -= (self.lambda_align / n) * w[..., None] * g_unit[:, None, :]
         grad_h = scaled_backward(h, grad_u, s, ds) + unit_backward(o, norm, grad_o)
-        grad = grad_h.reshape(-1, self.dim).T @ x.reshape(n * r, -1) + self.weight_decay * lam
+        grad = (x_t @ grad_h.reshape(n * r, self.dim)).T + self.weight_decay * lam
         return float(loss), grad.ravel()
 
 
