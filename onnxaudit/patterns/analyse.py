@@ -24,6 +24,7 @@ from onnxaudit.patterns.verdict import MAX_K50, BackdoorVerdict, backdoor_verdic
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
 K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted patch fits in it)
 DEFAULT_CANVASES = ("confident", "white", "free")
 StageProgress = Callable[[str, int, int], None]
 
@@ -51,11 +52,13 @@ class PatternsResult:
     k90: np.ndarray  # (V, T) pattern size reaching 90 % predictive power; NaN if none
     k50: np.ndarray  # (V, T) the same for 50 %
     mask_l1: np.ndarray  # (V, T) ||m||_1 / (H*W) of the continuous mask
-    shapes: list[list[ShapeStats]]  # [canvas][class]
+    shapes: list[list[ShapeStats]]  # [canvas][class], of the top-k pattern
+    core_shapes: list[list[ShapeStats]]  # [canvas][class], of the top CORE_K pixels
     verdict: BackdoorVerdict
     eval_accuracy: float
     n_search: int
     n_eval: int
+    pressure: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
     loss_history: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
 
     @property
@@ -91,6 +94,7 @@ class PatternsResult:
                             "k50": _num(self.k50[v, ti]),
                             "curve": [float(p) for p in self.curve[v, ti]],
                             "shape": self.shapes[v][ti].to_dict(),
+                            "core_shape": self.core_shapes[v][ti].to_dict(),
                             "positions": np.argwhere(self.binary_masks[v, ti] > 0.5).tolist(),
                         }
                         for v, label in enumerate(self.canvas_labels)
@@ -230,6 +234,8 @@ def measure(
     h, w = search.masks_.shape[-2:]
     mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
     shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in search.binary_masks_]
+    core = search.binary_masks(CORE_K)
+    core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
     verdict = backdoor_verdict(k50, classes, k_cap=2 * max(k_grid), max_k50=max_k50)
     return PatternsResult(
         classes=classes,
@@ -257,6 +263,8 @@ def measure(
         k50=k50,
         mask_l1=mask_l1,
         shapes=shapes,
+        core_shapes=core_shapes,
+        pressure=search.pressure_,
         verdict=verdict,
         eval_accuracy=float((clean_pred == y_eval).mean()),
         n_search=int(search.n_images_),
