@@ -19,7 +19,7 @@ from onnxaudit.patterns.evaluate import (
 )
 from onnxaudit.patterns.search import ClassPatternSearch
 from onnxaudit.patterns.shape import ShapeStats, shape_stats
-from onnxaudit.patterns.verdict import MAX_K50, BackdoorVerdict, backdoor_verdict
+from onnxaudit.patterns.verdict import BackdoorVerdict, backdoor_verdict
 
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
@@ -132,7 +132,6 @@ def analyse_patterns(
     batch_per_class: int = 4,
     search_fraction: float = 0.5,
     threads: int | None = None,
-    max_k50: float = MAX_K50,
 ) -> PatternsResult:
     """Search every class's pattern on one part of `dataset`, measure it on the disjoint rest.
 
@@ -173,7 +172,6 @@ def analyse_patterns(
         info.num_classes,
         info.class_names,
         progress,
-        max_k50=max_k50,
     )
 
 
@@ -187,13 +185,11 @@ def measure(
     progress: StageProgress | None = None,
     k_grid: Sequence[float] = K_GRID,
     curve_per_class: int = 20,
-    max_k50: float = MAX_K50,
 ) -> PatternsResult:
     """Predictive power, k90, shapes and the verdict of a fitted search on held-out images.
 
     The power-against-k curve uses `curve_per_class` held-out images per class (it multiplies
-    the forward passes by the grid size); predictive power at `k` uses all of them. `max_k50` is
-    the verdict's absolute bound (calibrated on 28x28 Fashion-MNIST; see docs/patterns.md).
+    the forward passes by the grid size); predictive power at `k` uses all of them.
     """
     classes = [int(t) for t in search.classes_]
     n_canvas = len(search.canvas_labels_)
@@ -236,7 +232,11 @@ def measure(
     shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in search.binary_masks_]
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
-    verdict = backdoor_verdict(k50, classes, k_cap=2 * max(k_grid), max_k50=max_k50)
+    share = (search.masks_ * search.binary_masks_).sum(axis=(2, 3)) / np.maximum(
+        search.masks_.sum(axis=(2, 3)), 1e-12
+    )
+    spread = np.array([[c.spread for c in per_canvas] for per_canvas in core_shapes])
+    verdict = backdoor_verdict(mask_l1, share, spread, search.canvas_labels_, classes)
     return PatternsResult(
         classes=classes,
         class_names=[str(class_names[t]) for t in classes],
