@@ -30,10 +30,12 @@ class RegionEmbedding:
     L-BFGS on the full deterministic objective (mean over samples) with the importance
     estimator's fixed partner sets and cached matches, started from the w-weighted least-squares
     map of regions onto g: the KL term is rotation invariant, so from a random start the weak
-    alignment term can leave a class's regions along another class's direction. After fitting, h is rescaled so that the
-    mean regional strength equals the mean sample strength ||g|| (the authors divided by the
-    mean region strength before reading posteriors); the scale is fixed at fit time, so
-    attacked or other inputs are measured in the same units.
+    alignment term can leave a class's regions along another class's direction. After fitting, h is rescaled so that its mean strength equals the
+    mean sample strength ||g|| (the authors divided by the mean region strength). Tying the unit
+    to g keeps the model's confidence in the scale: an untrained checkpoint, whose P(Y|X) is
+    nearly flat, has a weak g and hence weak regions and no knowledge points, instead of a
+    mean-1 cloud that crosses tau by chance. The scale is fixed at fit time, so attacked or
+    other inputs are measured in the same units.
     """
 
     def __init__(
