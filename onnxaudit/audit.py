@@ -150,6 +150,35 @@ def analysis_figures(
     """Image-level figures from the analyses' own plot modules; the report adds the charts it
     can draw from result dicts. Plain dicts (as in tests or re-renders) carry no arrays to plot."""
     figures: dict[str, list[EmbeddedFigure]] = {}
+    knowledge = analyses.get("knowledge")
+    if knowledge is not None and not isinstance(knowledge, Mapping):
+        from onnxaudit.knowledge.plots import (
+            plot_knowledge_grid,
+            plot_region_embeddings,
+            plot_sample_embedding,
+        )
+
+        figures["knowledge"] = [
+            embed_figure(
+                plot_knowledge_grid(knowledge),
+                "Knowledge points on images",
+                "One image per class (columns), one analysed layer per row: regions that are "
+                "knowledge points are outlined (red: for the true class, i.e. reliable; orange: "
+                "for another class); the rest of the image is darkened.",
+            ),
+            embed_figure(
+                plot_sample_embedding(knowledge),
+                "Sample embedding",
+                "The 3-D embedding g of each image's sample feature, seen along three planes; "
+                "arrows are the class directions mu_c shared by every layer's regions.",
+            ),
+            embed_figure(
+                plot_region_embeddings(knowledge),
+                "Regional embeddings per layer",
+                "Regional features h of each analysed layer in the same space, coloured by the "
+                "image's class: regions far out along a class direction are knowledge points.",
+            ),
+        ]
     patterns = analyses.get("patterns")
     if patterns is not None and not isinstance(patterns, Mapping):
         from onnxaudit.patterns.plots import plot_patterns

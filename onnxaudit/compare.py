@@ -14,7 +14,7 @@ from typing import Any
 
 from onnxaudit.audit import AuditConfig, AuditRun, StageProgress, run_audit
 from onnxaudit.errors import AuditError
-from onnxaudit.report import EmbeddedFigure
+from onnxaudit.report import EmbeddedFigure, embed_figure
 from onnxaudit.results import build_comparison
 
 
@@ -85,9 +85,21 @@ def compare_runs(
             )
             for run in runs[1:]
         ]
-    return CompareRun(
-        build_comparison([run.result for run in runs], comparison), _merge_figures(runs)
-    )
+    figures = _merge_figures(runs, sections=("patterns",))
+    if comparison.get("knowledge"):
+        from onnxaudit.knowledge.plots import plot_comparison
+
+        figures["comparison"] = [
+            embed_figure(
+                plot_comparison(item),
+                f"{item.model} in {names[0]}'s embedding",
+                "Per analysed-layer position, the distribution over image regions of 1 − cos and "
+                "of the strength difference between the model's regional features and the "
+                "reference's, both in the reference's space.",
+            )
+            for item in comparison["knowledge"]
+        ]
+    return CompareRun(build_comparison([run.result for run in runs], comparison), figures)
 
 
 def _analysed_layers(run: AuditRun) -> list[str] | None:
@@ -119,13 +131,16 @@ def _diff(new: float | None, old: float | None) -> float | None:
     return None if new is None or old is None else float(new) - float(old)
 
 
-def _merge_figures(runs: Sequence[AuditRun]) -> dict[str, list[EmbeddedFigure]]:
-    """Each model's image-level figures, titled with the model's name, grouped by section."""
+def _merge_figures(
+    runs: Sequence[AuditRun], sections: Sequence[str]
+) -> dict[str, list[EmbeddedFigure]]:
+    """Each model's figures of `sections`, titled with the model's name, grouped by section."""
     merged: dict[str, list[EmbeddedFigure]] = {}
     for run in runs:
         name = run.result["model"]["name"]
-        for section, items in run.figures.items():
+        for section in sections:
             merged.setdefault(section, []).extend(
-                EmbeddedFigure(f"{name}: {fig.title}", fig.src, fig.caption) for fig in items
+                EmbeddedFigure(f"{name}: {fig.title}", fig.src, fig.caption)
+                for fig in run.figures.get(section, [])
             )
     return merged

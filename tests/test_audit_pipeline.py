@@ -60,8 +60,10 @@ def test_outputs_roundtrip_and_are_deterministic(inputs):
     assert doc == json.loads(dumps(first.result))
     assert doc["model"]["layers"][0]["name"] == "conv1"
     html = paths["report.html"].read_text()
-    assert "Pattern of each class" in html  # the patterns module's figure is embedded
-    assert html.count("data:image/png;base64,") >= 3
+    for title in ("Pattern of each class", "Knowledge points on images", "Sample embedding",
+                  "Regional embeddings per layer"):  # fmt: skip
+        assert f"<strong>{title}</strong>" in html  # the analyses' own figures are embedded
+    assert html.count("data:image/png;base64,") >= 7
 
 
 def test_knowledge_section_and_self_comparison_is_the_identity(inputs):
@@ -77,6 +79,7 @@ def test_knowledge_section_and_self_comparison_is_the_identity(inputs):
     for row, entry in zip(same["layers"], layers, strict=True):
         assert row["other"]["knowledge_points"] == pytest.approx(entry["knowledge_points"])
         assert row["mean_one_minus_cos"] < 0.1  # refitted, so aligned but not bit-identical
+    assert [f.title for f in compared.figures["comparison"]] == ["cnn in cnn's embedding"]
     deltas = compared.doc["comparison"]["layer_deltas"][0]["layers"]
     assert all(row["knowledge_points"] == 0.0 for row in deltas)
 

@@ -24,7 +24,6 @@ from onnxaudit.report.figures import (
     patterns_chart,
     robustness_chart,
     shared_space_chart,
-    shared_space_histograms,
     short_layer,
 )
 from onnxaudit.results import COMPARE_SCHEMA, SCHEMA, SECTIONS
@@ -89,7 +88,6 @@ def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> st
         "robustness": _builtin(robustness_chart(models), "Clean vs PGD accuracy")
         + extra.get("robustness", []),
         "comparison": _builtin(shared_space_chart(shared), "Knowledge in the reference's space")
-        + _builtin(shared_space_histograms(shared), "Feature directions against the reference")
         + extra.get("comparison", []),
     }
     return _ENV.get_template("compare.html.j2").render(

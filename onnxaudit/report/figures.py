@@ -229,27 +229,3 @@ def shared_space_chart(comparisons: Sequence[Mapping[str, Any]]) -> Figure | Non
     axes[1].set_ylim(0, 1.05)
     axes[0].legend(fontsize=8)
     return fig
-
-
-def shared_space_histograms(comparisons: Sequence[Mapping[str, Any]]) -> Figure | None:
-    """Per layer position, the distribution of 1 - cos between each model's regional features
-    and the reference's on the same image regions (where the grids agree)."""
-    positions = max((len(c["layers"]) for c in comparisons), default=0)
-    if not positions or not any(r.get("cos_hist") for c in comparisons for r in c["layers"]):
-        return None
-    fig = Figure(figsize=(11, 3.0), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, positions, sharey=True))
-    for i, comparison in enumerate(comparisons):
-        for ax, row in zip(axes, comparison["layers"], strict=False):
-            hist = row.get("cos_hist")
-            if not hist:
-                continue
-            counts = np.asarray(hist["counts"], dtype=float)
-            ax.stairs(counts / max(counts.sum(), 1.0), hist["bins"],
-                      color=PALETTE[(i + 1) % len(PALETTE)], label=plain(comparison["model"]))  # fmt: skip
-    for position, ax in enumerate(axes, start=1):
-        ax.set_title(f"layer {position}", fontsize=10)
-        ax.set_xlabel("1 − cos")
-    axes[0].set_ylabel("fraction of regions")
-    axes[0].legend(fontsize=7)
-    return fig
