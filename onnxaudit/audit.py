@@ -61,7 +61,6 @@ class AuditRun:
     figures: dict[str, list[EmbeddedFigure]] = field(default_factory=dict)
     analyses: dict[str, Any] = field(default_factory=dict)
     model: Any = None
-    dataset: Any = None
 
 
 def run_audit(
@@ -88,7 +87,7 @@ def run_audit(
         settings=config.to_dict(),
         **analyses,
     )
-    return AuditRun(result, analysis_figures(analyses, dataset, pm), analyses, pm, dataset)
+    return AuditRun(result, analysis_figures(analyses), analyses, pm)
 
 
 def _knowledge(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgress | None) -> Any:
@@ -144,9 +143,7 @@ def _robustness(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgr
     return result
 
 
-def analysis_figures(
-    analyses: Mapping[str, Any], dataset: Any, pm: Any
-) -> dict[str, list[EmbeddedFigure]]:
+def analysis_figures(analyses: Mapping[str, Any]) -> dict[str, list[EmbeddedFigure]]:
     """Image-level figures from the analyses' own plot modules; the report adds the charts it
     can draw from result dicts. Plain dicts (as in tests or re-renders) carry no arrays to plot."""
     figures: dict[str, list[EmbeddedFigure]] = {}
