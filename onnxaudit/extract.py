@@ -80,6 +80,8 @@ class FeatureExtractor:
         parts = list(self.iter_batches(x))
         if not parts:
             raise AuditError("no images to extract features from")
+        if len(parts) == 1:  # no copy: the arrays onnxruntime returned
+            return parts[0]
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
     def extract_to_npz(
@@ -144,5 +146,7 @@ class FeatureExtractor:
         for key, value in zip(keys, values, strict=True):
             if key == SAMPLE_FEATURE:
                 value = value.reshape(len(value), -1)
+            elif self.grid is not None and key in self.layers:  # (N, G, G, C) -> (N, R, C)
+                value = value.reshape(len(value), -1, value.shape[-1])
             out[key] = value.astype(self.dtype, copy=False)
         return out

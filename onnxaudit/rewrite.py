@@ -111,8 +111,8 @@ def expose_tensors(
 
     4-D feature maps come out NCHW (an in-graph Transpose for NHWC ones). With `grid`, each map is
     average-pooled on the device to at most grid x grid positions (exactly as adaptive average
-    pooling) and returned as regional features (N, R, C), R = positions in row-major order, so
-    only the reduced tensor is copied out. `shapes` gives each map's (H, W), needed for pooling.
+    pooling) and returned channels-last, (N, G, G, C), so only the reduced tensor is copied out;
+    reshaped to (N, R, C) it lists the regional features in row-major order. `shapes` gives each map's (H, W), needed for pooling.
     """
     model = _copy(model)
     graph = model.graph
@@ -171,8 +171,8 @@ def adaptive_pool_matrix(size: int, out: int) -> np.ndarray:
 def _regional(
     graph: onnx.GraphProto, tensor: str, name: str, chw: tuple[int, int, int], grid: int
 ) -> str:
-    """Pool an NCHW map to at most grid x grid and reshape it to (N, R, C) regional features."""
-    channels, height, width = chw
+    """Pool an NCHW map to at most grid x grid positions, channels-last: (N, G, G, C)."""
+    _, height, width = chw
     out_h, out_w = min(grid, height), min(grid, width)
     pooled = tensor
     if (out_h, out_w) != (height, width):
@@ -192,11 +192,10 @@ def _regional(
             swapped = _append(graph, "Transpose", [along_w], f"{name}::swap", perm=[0, 1, 3, 2])
             along_h = _append(graph, "MatMul", [swapped, pool_h], f"{name}::pool_rows")
             pooled = _append(graph, "Transpose", [along_h], f"{name}::pool", perm=[0, 1, 3, 2])
-    # NCHW -> NHWC first: onnxruntime folds this Transpose into the reorder out of its blocked
-    # NCHWc layout, so the regional features cost no extra pass; the Reshape is then free.
-    nhwc = _append(graph, "Transpose", [pooled], f"{name}::nhwc", perm=[0, 2, 3, 1])
-    shape = _constant(graph, f"{name}::regions_shape", np.array([0, -1, channels], np.int64))
-    return _append(graph, "Reshape", [nhwc, shape], f"{name}::regions")
+    # NCHW -> NHWC: onnxruntime folds this Transpose into the reorder out of its blocked NCHWc
+    # layout, so it costs no extra pass. The (N, G, G, C) result is reshaped to (N, R, C) by the
+    # caller, free in numpy, where an in-graph Reshape would copy.
+    return _append(graph, "Transpose", [pooled], f"{name}::regions", perm=[0, 2, 3, 1])
 
 
 def _append(graph: onnx.GraphProto, op: str, inputs: list[str], stem: str, **attrs) -> str:
