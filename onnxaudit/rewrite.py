@@ -112,7 +112,8 @@ def expose_tensors(
     4-D feature maps come out NCHW (an in-graph Transpose for NHWC ones). With `grid`, each map is
     average-pooled on the device to at most grid x grid positions (exactly as adaptive average
     pooling) and returned channels-last, (N, G, G, C), so only the reduced tensor is copied out;
-    reshaped to (N, R, C) it lists the regional features in row-major order. `shapes` gives each map's (H, W), needed for pooling.
+    reshaped to (N, R, C) it lists the regional features in row-major order. `shapes` gives
+    each map's (C, H, W), needed for pooling.
     """
     model = _copy(model)
     graph = model.graph
