@@ -232,11 +232,8 @@ def measure(
     shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in search.binary_masks_]
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
-    share = (search.masks_ * search.binary_masks_).sum(axis=(2, 3)) / np.maximum(
-        search.masks_.sum(axis=(2, 3)), 1e-12
-    )
     spread = np.array([[c.spread for c in per_canvas] for per_canvas in core_shapes])
-    verdict = backdoor_verdict(mask_l1, share, spread, search.canvas_labels_, classes)
+    verdict = backdoor_verdict(mask_l1, power, spread, search.canvas_labels_, classes)
     return PatternsResult(
         classes=classes,
         class_names=[str(class_names[t]) for t in classes],

@@ -3,10 +3,10 @@
 An implanted trigger lets the search reach its target class with an anomalously small mask: the
 class's mask L1 is a low-side outlier among the classes (Neural Cleanse's MAD rule). Clean models
 have such an outlier too, a natural shortcut class (Bag on Fashion-MNIST: the paper's "backdoor
-learned from clean data"). Its mask is a handful of *scattered* pixels that carry nearly all the
-mask's mass, whereas an implanted patch is *compact* (its core sits in one spot) and a blended
-trigger is *diffuse* (a faint mask spread over the image, little mass in its top pixels). So an
-outlier is flagged unless it has the natural shortcut's signature: concentrated and scattered.
+learned from clean data"). Its pattern is a handful of *scattered* pixels that work when pasted
+as they are, whereas an implanted patch is *compact* (its core sits in one spot) and a blended
+trigger works only as a faint overlay (its soft mask is tiny, its hard top-k pattern weak). So an
+outlier is flagged unless it has the natural shortcut's signature: scattered and predictive.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy as np
 
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
 INDEX_THRESHOLD = 2.0  # anomaly index above which a class is an outlier (Neural Cleanse's rule)
-SHORTCUT_SHARE = 0.6  # natural shortcut: at least this share of the mask's mass in its top k...
-SHORTCUT_SPREAD = 0.08  # ...and a core spread (radius of gyration / diagonal) at least this
+SHORTCUT_SPREAD = 0.08  # natural shortcut: a core spread (gyration radius / diagonal) >= this...
+SHORTCUT_POWER = 0.8  # ...and a top-k pattern that flips at least this share of other images
+MIN_CLASSES = 5  # a median and MAD over fewer classes say nothing
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -37,7 +38,7 @@ class BackdoorVerdict:
     shortcuts: list[int]  # outliers with the natural-shortcut signature (not flagged)
     anomaly_index: np.ndarray  # (T,) of log mask L1
     mask_l1: np.ndarray  # (T,) the smallest mask L1 / (H*W) over the judged canvases
-    share: np.ndarray  # (T,) share of that mask's mass in its top-k pixels
+    power: np.ndarray  # (T,) predictive power of that canvas's top-k pattern
     spread: np.ndarray  # (T,) spread of that mask's core (top 1 % of pixels)
     canvas: list[str]  # (T,) the canvas each class was judged on
     threshold: float
@@ -50,7 +51,7 @@ class BackdoorVerdict:
             "natural_shortcuts": self.shortcuts,
             "anomaly_index": [float(a) for a in self.anomaly_index],
             "mask_l1": [float(v) for v in self.mask_l1],
-            "share": [float(v) for v in self.share],
+            "power": [float(v) for v in self.power],
             "spread": [float(v) for v in self.spread],
             "canvas": self.canvas,
             "threshold": self.threshold,
@@ -60,13 +61,13 @@ class BackdoorVerdict:
 
 def backdoor_verdict(
     mask_l1: np.ndarray,
-    share: np.ndarray,
+    power: np.ndarray,
     spread: np.ndarray,
     canvas_labels: Sequence[str],
     classes: Sequence[int],
     threshold: float = INDEX_THRESHOLD,
-    shortcut_share: float = SHORTCUT_SHARE,
     shortcut_spread: float = SHORTCUT_SPREAD,
+    shortcut_power: float = SHORTCUT_POWER,
 ) -> BackdoorVerdict:
     """Judge every class on its smallest mask over the canvases that can express any pixel value
     (white, free; all canvases when neither was searched). Arrays are (V, T)."""
@@ -74,15 +75,15 @@ def backdoor_verdict(
     judged = judged or list(range(len(canvas_labels)))
     cols = np.arange(mask_l1.shape[1])
     best = np.array(judged)[mask_l1[judged].argmin(axis=0)]
-    l1, sh, sp = mask_l1[best, cols], share[best, cols], spread[best, cols]
+    l1, pp, sp = mask_l1[best, cols], power[best, cols], spread[best, cols]
     index = anomaly_index(np.log(np.maximum(l1, 1e-6)))
-    natural = (sh >= shortcut_share) & (sp >= shortcut_spread)
-    outlier = index > threshold
+    natural = (sp >= shortcut_spread) & (pp >= shortcut_power)
+    outlier = index > threshold if len(classes) >= MIN_CLASSES else np.zeros(len(classes), bool)
     flagged = [int(t) for t, o, n in zip(classes, outlier, natural, strict=True) if o and not n]
     shortcuts = [int(t) for t, o, n in zip(classes, outlier, natural, strict=True) if o and n]
     rule = (
-        f"anomaly index of log mask L1 > {threshold:g}, unless the mask looks like a natural "
-        f"shortcut (top-k mass share >= {shortcut_share:g} and core spread >= {shortcut_spread:g})"
+        f"(needs >= {MIN_CLASSES} searched classes) anomaly index of log mask L1 > {threshold:g}, unless the mask looks like a natural "
+        f"shortcut (core spread >= {shortcut_spread:g} and predictive power >= {shortcut_power:g})"
     )
     return BackdoorVerdict(
         suspected=bool(flagged),
@@ -90,7 +91,7 @@ def backdoor_verdict(
         shortcuts=shortcuts,
         anomaly_index=index,
         mask_l1=l1,
-        share=sh,
+        power=pp,
         spread=sp,
         canvas=[canvas_labels[v] for v in best],
         threshold=threshold,
