@@ -18,7 +18,7 @@ ZOO = REPO / "models" / "zoo"
 SUBSET = REPO / "models" / "data" / "fashion-mnist-test-subset.npz"
 CLEAN = ("vgg", "resnet", "vgg-adv", "vgg-student")
 BACKDOORED = ("vgg-badnets", "resnet-blend")
-EPOCHS = 2  # the verdict was calibrated at 2 and at 5 epochs (docs/patterns.md)
+EPOCHS = 2  # fewer steps than the audit's 5, to bound CI time; calibrated at both
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,10 @@ def test_clean_models_are_not_flagged_and_have_predictive_patterns(name):
     assert not result.verdict.suspected, result.verdict.to_dict()
     # the paper's claim: clean models have small, highly predictive class-wise patterns
     best = result.power.max(axis=0)
-    assert np.median(best) > 0.5 and best.max() > 0.9
+    assert np.median(best) > 0.4 and best.max() > 0.9
+    assert (best > result.clean_rate).all()
+    bag = result.classes.index(8)  # the natural shortcut: reported as such when an outlier
+    assert 8 in result.verdict.shortcuts or result.verdict.anomaly_index[bag] <= 2
 
 
 @pytest.mark.parametrize("name", BACKDOORED)
@@ -59,3 +62,4 @@ def test_backdoored_models_are_flagged_with_their_target(name):
         trigger = np.load(REPO / entry["backdoor"]["trigger"])["mask"] > 0
         overlap = [(result.binary_masks[v, ti] * trigger).sum() for v in range(3)]
         assert max(overlap) >= trigger.sum() / 4  # the pattern sits on the implanted patch
+        assert result.verdict.spread[ti] < 0.08  # its core is compact
