@@ -19,9 +19,17 @@ from onnxaudit.errors import AuditError
 from onnxaudit.knowledge.align import procrustes_rotation
 from onnxaudit.knowledge.importance import ImportanceWeights
 from onnxaudit.knowledge.points import LayerKnowledge, count_layer, knowledge_points
-from onnxaudit.knowledge.radial import LinearKappa, radial_posterior, strength, target_probs, unit
+from onnxaudit.knowledge.radial import (
+    LinearKappa,
+    one_minus_cos,
+    radial_posterior,
+    strength,
+    target_probs,
+    unit,
+)
 from onnxaudit.knowledge.region import RegionEmbedding
 from onnxaudit.knowledge.sample import SampleEmbedding, pca_embedding, strength_uncertainty_corr
+from onnxaudit.results import jsonable
 
 Progress = Callable[[str, int, int], None]
 GRID = 14
@@ -39,7 +47,7 @@ class KnowledgeSettings:
     grid: int = GRID
     sample_kappa: LinearKappa = field(default_factory=lambda: LinearKappa(3.0, 10.0))
     region_kappa: LinearKappa = field(default_factory=lambda: LinearKappa(1.0, 1000.0))
-    sample_max_iter: int = 500
+    sample_max_iter: int = 200
     weight_decay: float = 5e-4
     partners: int = 16
     kappa_p: float = 5.0
@@ -112,14 +120,16 @@ class EmergenceResult:
     mus: list[np.ndarray] = field(repr=False, default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "checkpoints": self.checkpoints,
-            "iterations": self.iterations,
-            "layers": self.layers,
-            "knowledge_points": self.knowledge_points,
-            "reliable_knowledge_points": self.reliable_knowledge_points,
-            "reliable_ratio": self.reliable_ratio,
-        }
+        return jsonable(
+            {
+                "checkpoints": self.checkpoints,
+                "iterations": self.iterations,
+                "layers": self.layers,
+                "knowledge_points": self.knowledge_points,
+                "reliable_knowledge_points": self.reliable_knowledge_points,
+                "reliable_ratio": self.reliable_ratio,
+            }
+        )
 
 
 @dataclass
@@ -131,7 +141,7 @@ class AdversarialLayer:
     knowledge_points_after: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return jsonable(asdict(self))
 
 
 @dataclass
@@ -167,18 +177,20 @@ class KnowledgeResult:
     fitted: FittedModel | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return {
-            "method": "Li, Wang, Zhang: Visualizing the Emergence of Intermediate Visual "
-            "Patterns in DNNs (NeurIPS 2021)",
-            "seed": self.seed,
-            "settings": self.settings.to_dict(),
-            "n_images": int(len(self.labels)),
-            "accuracy": float(np.mean(self.predictions == self.labels)),
-            "sample_embedding": self.sample.to_dict(),
-            "layers": [layer.to_dict() for layer in self.layers],
-            "emergence": None if self.emergence is None else self.emergence.to_dict(),
-            "adversarial": None if self.adversarial is None else self.adversarial.to_dict(),
-        }
+        return jsonable(
+            {
+                "method": "Li, Wang, Zhang: Visualizing the Emergence of Intermediate Visual "
+                "Patterns in DNNs (NeurIPS 2021)",
+                "seed": self.seed,
+                "settings": self.settings.to_dict(),
+                "n_images": int(len(self.labels)),
+                "accuracy": float(np.mean(self.predictions == self.labels)),
+                "sample_embedding": self.sample.to_dict(),
+                "layers": [layer.to_dict() for layer in self.layers],
+                "emergence": None if self.emergence is None else self.emergence.to_dict(),
+                "adversarial": None if self.adversarial is None else self.adversarial.to_dict(),
+            }
+        )
 
 
 def default_layers(info: Any, max_layers: int = MAX_LAYERS) -> list[str]:
@@ -423,12 +435,11 @@ def adversarial_analysis(
     for layer in result.layers:
         h0, path = before[layer.name], np.stack(track[layer.name])  # (T+1, N, R, d)
         h1 = path[-1]
-        cos = (unit(h0) * unit(h1)).sum(-1)
         after_points, _ = knowledge_points(h1, mu, kappa, adv_pred, settings.tau)
         out.append(
             AdversarialLayer(
                 name=layer.name,
-                delta_orientation=float(np.mean(1.0 - cos)),
+                delta_orientation=float(np.mean(one_minus_cos(h0, h1))),
                 delta_strength=float(np.mean(np.abs(strength(h1) - strength(h0)))),
                 attack_types=attack_types(
                     h0[success],

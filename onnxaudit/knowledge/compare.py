@@ -23,7 +23,9 @@ from onnxaudit.knowledge.analysis import (
     layer_grids,
 )
 from onnxaudit.knowledge.points import LayerKnowledge, count_layer
-from onnxaudit.knowledge.radial import strength, target_probs, unit
+from onnxaudit.knowledge.radial import one_minus_cos as radial_one_minus_cos
+from onnxaudit.knowledge.radial import strength, target_probs
+from onnxaudit.results import jsonable
 
 COS_BINS = np.linspace(0.0, 2.0, 41)
 STRENGTH_BINS = np.linspace(-3.0, 3.0, 61)
@@ -35,7 +37,7 @@ class LayerComparison:
 
     reference: LayerKnowledge
     other: LayerKnowledge
-    cos_hist: np.ndarray | None = None  # counts of 1 - cos(h_other, h_reference) over COS_BINS
+    cos_hist: np.ndarray | None = None  # 1 - cos(h_other, h_ref) over COS_BINS (non-zero pairs)
     strength_hist: np.ndarray | None = None  # counts of ||h_other|| - ||h_ref|| (STRENGTH_BINS)
     mean_one_minus_cos: float | None = None
     mean_strength_difference: float | None = None
@@ -64,11 +66,13 @@ class ModelComparison:
     layers: list[LayerComparison] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "reference_model": self.reference_model,
-            "layers": [layer.to_dict() for layer in self.layers],
-        }
+        return jsonable(
+            {
+                "model": self.model,
+                "reference_model": self.reference_model,
+                "layers": [layer.to_dict() for layer in self.layers],
+            }
+        )
 
 
 def compare_models(
@@ -103,7 +107,7 @@ def compare_models(
         )
         row = LayerComparison(ref_layer, counted)
         if ref_layer.embedding is not None and ref_layer.embedding.shape == h.shape:
-            one_minus_cos = 1.0 - (unit(h) * unit(ref_layer.embedding)).sum(-1).ravel()
+            one_minus_cos = radial_one_minus_cos(h, ref_layer.embedding)
             diff = (strength(h) - strength(ref_layer.embedding)).ravel()
             row.cos_hist = _histogram(one_minus_cos, COS_BINS)
             row.strength_hist = _histogram(diff, STRENGTH_BINS)

@@ -50,6 +50,13 @@ def unit(e: np.ndarray) -> np.ndarray:
     return e / np.maximum(strength(e), EPS)[..., None]
 
 
+def one_minus_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - cos(a, b) over the pairs where both are non-zero (flat); orientation is otherwise
+    undefined (e.g. a region whose features are all zero after a ReLU)."""
+    valid = (strength(a) > EPS) & (strength(b) > EPS)
+    return 1.0 - (unit(a[valid]) * unit(b[valid])).sum(-1)
+
+
 def target_probs(logits: np.ndarray, temperature: float = 4.0) -> np.ndarray:
     """P(Y | X) = softmax(logits / T): the authors' softened DNN output (T = 4)."""
     return np.exp(log_softmax(np.asarray(logits, np.float64) / temperature, axis=-1))

@@ -36,7 +36,7 @@ class SampleEmbedding:
         dim: int = 3,
         kappa: LinearKappa | None = None,
         weight_decay: float = 5e-4,
-        max_iter: int = 500,
+        max_iter: int = 200,
         init_std: float = 0.1,
         seed: int = 0,
     ) -> None:
