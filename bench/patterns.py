@@ -9,8 +9,8 @@ compute the very same network. Usage:
 The defaults are the reference step counts: 200 search images per class, so 1,800 other-class
 images, batches of 4, 5 epochs = 2,250 steps for each of the 10 classes (stacked: 40 images per
 gradient call). The two searches run in lockstep (one torch step, then one onnxaudit step), so load swings on a
-shared machine hit both sides alike. Prints timings and the agreement of the two searches, and
-writes bench/patterns.json.
+shared machine hit both sides alike. Prints timings and the agreement of the two searches (as JSON;
+--out also writes it to a file).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench/patterns.json")
+    parser.add_argument("--out", type=Path, help="also write the record to this JSON file")
     args = parser.parse_args()
 
     from onnxaudit.gradients import CrossEntropy, InputGradient
@@ -226,7 +226,8 @@ def main() -> None:
         "top_k_overlap": float((ours * theirs).sum() / ours.sum()),
         "mask_max_abs_diff": float(np.abs(search.masks_[0] - masks).max()),
     }
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 
