@@ -19,7 +19,7 @@ import numpy as np
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
 INDEX_THRESHOLD = 2.0  # anomaly index above which a class is an outlier (Neural Cleanse's rule)
 SHORTCUT_SPREAD = 0.08  # natural shortcut: a core spread (gyration radius / diagonal) >= this...
-SHORTCUT_POWER = 0.8  # ...and a top-k pattern that flips at least this share of other images
+SHORTCUT_POWER = 0.6  # ...and a top-k pattern that flips at least this share of other images
 MIN_CLASSES = 5  # a median and MAD over fewer classes say nothing
 
 
