@@ -397,7 +397,8 @@ def adversarial_analysis(
     progress: Progress | None = None,
     threads: int | None = None,
 ) -> AdversarialResult:
-    """Untargeted L-inf PGD on the analysed images; regional features recorded at every step."""
+    """Untargeted L-inf PGD on the analysed images; regional features recorded at every step
+    and projected with the clean fit's Lambda (same coordinates and strength units)."""
     from onnxaudit.attack import pgd
     from onnxaudit.extract import FeatureExtractor
     from onnxaudit.gradients import CrossEntropy, InputGradient
@@ -417,11 +418,9 @@ def adversarial_analysis(
             track[name].append(fitted.regions[name].transform(feats[name]))
 
     grad = InputGradient(pm.proto, CrossEntropy(), device, threads)
-    x = result.images
-    before = {name: fitted.regions[name].transform(fx.transform(x)[name]) for name in names}
     pgd(
         grad,
-        x,
+        result.images,
         result.labels,
         eps=settings.attack_eps,
         steps=settings.attack_steps,
@@ -433,7 +432,8 @@ def adversarial_analysis(
     mu, kappa = fitted.sample.mu_, settings.sample_kappa
     out = []
     for layer in result.layers:
-        h0, path = before[layer.name], np.stack(track[layer.name])  # (T+1, N, R, d)
+        h0 = layer.embedding  # clean; the attack's iterate 0 is its random start
+        path = np.stack([h0, *track[layer.name]])  # (T + 2, N, R, d)
         h1 = path[-1]
         after_points, _ = knowledge_points(h1, mu, kappa, adv_pred, settings.tau)
         out.append(
