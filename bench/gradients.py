@@ -36,17 +36,19 @@ def _pads(attrs: dict, n: int) -> tuple[list[int], list[int]]:
 class TorchMirror(torch.nn.Module):
     """Runs an ONNX classifier's graph with torch ops (enough for conv nets exported by torch)."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, dtype: torch.dtype = torch.float32) -> None:
+        """`dtype`: float type of the weights (float64 gives a reference free of float32 kinks)."""
         super().__init__()
         self.graph = model.graph
-        self.consts = {
-            t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
-            for t in model.graph.initializer
-        }
+        arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         for node in model.graph.node:
             if node.op_type == "Constant":
-                value = numpy_helper.to_array(attributes(node)["value"]).copy()
-                self.consts[node.output[0]] = torch.from_numpy(value)
+                arrays[node.output[0]] = numpy_helper.to_array(attributes(node)["value"])
+        float_type = torch.empty((), dtype=dtype).numpy().dtype
+        self.consts = {
+            name: torch.from_numpy(a.astype(float_type) if a.dtype.kind == "f" else a.copy())
+            for name, a in arrays.items()
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = dict(self.consts)
@@ -145,8 +147,8 @@ def bench(path: str, batch: int, threads: int, repeats: int) -> dict:
     mirror = TorchMirror(model).eval()
     ours = grad(x, y)
     _, reference = torch_input_gradient(mirror, x, y)
-    axes = (1, 2, 3)  # per-sample relative error: a near-kink flip stays in its own sample
-    errors = np.abs(ours.input_grad - reference).max(axes) / np.abs(reference).max(axes)
+    # per sample, on the batch's gradient scale: a float32 flip at a ReLU kink stays in its sample
+    errors = np.abs(ours.input_grad - reference).max((1, 2, 3)) / np.abs(reference).max()
     times = _best_ms(
         {"onnx": lambda: grad(x, y), "torch": lambda: torch_input_gradient(mirror, x, y)}, repeats
     )
