@@ -88,7 +88,9 @@ def main() -> None:
     if result.adversarial is not None:
         print("\n| layer | delta orientation | delta strength |\n|---|---|---|")
         for layer in result.adversarial.layers:
-            print(f"| `{layer.name}` | {layer.delta_orientation:.3f} | {layer.delta_strength:.3f} |")
+            print(
+                f"| `{layer.name}` | {layer.delta_orientation:.3f} | {layer.delta_strength:.3f} |"
+            )
 
 
 if __name__ == "__main__":
