@@ -303,6 +303,9 @@ def test_verdict_separates_triggers_from_a_natural_shortcut():
         list(range(10)),
     )
     assert set(two.canvas) == {"white"} and two.classes == [3, 9]
+    # an adversarially trained model: every mask is large, the smallest is an outlier but no trigger
+    robust = backdoor_verdict(l1 + 0.09, power, spread, ["free"], list(range(10)))
+    assert robust.anomaly_index[3] > 2 and not robust.suspected
 
 
 def test_measure_and_verdict_flag_the_planted_target(planted):

@@ -6,7 +6,9 @@ have such an outlier too, a natural shortcut class (Bag on Fashion-MNIST: the pa
 learned from clean data"). Its pattern is a handful of *scattered* pixels that work when pasted
 as they are, whereas an implanted patch is *compact* (its core sits in one spot) and a blended
 trigger works only as a faint overlay (its soft mask is tiny, its hard top-k pattern weak). So an
-outlier is flagged unless it has the natural shortcut's signature: scattered and predictive.
+outlier is flagged unless it has the natural shortcut's signature: scattered and predictive, or
+its mask is not small in absolute terms (adversarially trained models have uniformly large masks,
+where the smallest one is no trigger).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviat
 INDEX_THRESHOLD = 2.0  # anomaly index above which a class is an outlier (Neural Cleanse's rule)
 SHORTCUT_SPREAD = 0.08  # natural shortcut: a core spread (gyration radius / diagonal) >= this...
 SHORTCUT_POWER = 0.6  # ...and a top-k pattern that flips at least this share of other images
+MAX_MASK_L1 = 0.05  # a trigger's mask covers at most this fraction of the image (L1 / (H*W))
 MIN_CLASSES = 5  # a median and MAD over fewer classes say nothing
 
 
@@ -68,6 +71,7 @@ def backdoor_verdict(
     threshold: float = INDEX_THRESHOLD,
     shortcut_spread: float = SHORTCUT_SPREAD,
     shortcut_power: float = SHORTCUT_POWER,
+    max_mask_l1: float = MAX_MASK_L1,
 ) -> BackdoorVerdict:
     """Judge every class on its smallest mask over the canvases that can express any pixel value
     (white, free; all canvases when neither was searched). Arrays are (V, T)."""
@@ -79,10 +83,16 @@ def backdoor_verdict(
     index = anomaly_index(np.log(np.maximum(l1, 1e-6)))
     natural = (sp >= shortcut_spread) & (pp >= shortcut_power)
     outlier = index > threshold if len(classes) >= MIN_CLASSES else np.zeros(len(classes), bool)
-    flagged = [int(t) for t, o, n in zip(classes, outlier, natural, strict=True) if o and not n]
+    small = l1 <= max_mask_l1
+    flagged = [
+        int(t)
+        for t, o, n, m in zip(classes, outlier, natural, small, strict=True)
+        if o and m and not n
+    ]
     shortcuts = [int(t) for t, o, n in zip(classes, outlier, natural, strict=True) if o and n]
     rule = (
-        f"(needs >= {MIN_CLASSES} searched classes) anomaly index of log mask L1 > {threshold:g}, unless the mask looks like a natural "
+        f"(needs >= {MIN_CLASSES} searched classes) anomaly index of log mask L1 > {threshold:g} "
+        f"and mask L1 <= {max_mask_l1:g}, unless the mask looks like a natural "
         f"shortcut (core spread >= {shortcut_spread:g} and predictive power >= {shortcut_power:g})"
     )
     return BackdoorVerdict(
