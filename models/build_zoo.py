@@ -419,7 +419,7 @@ class Zoo:
             classes=CLASSES,
             preprocessing=PREPROCESSING,
             robust_attack=f"L-inf PGD-10, eps {EPS}, step {2.5 * EPS / 10:g}, uniform random "
-            f"start, on the first {self.scale.robust_n} test images, in torch with the trained "
+            "start, on the first `robust_eval_images` test images, in torch with the trained "
             "weights",
         )
         self.record["models"] = {}
