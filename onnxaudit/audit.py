@@ -32,6 +32,7 @@ class AuditConfig:
     device: str = "auto"
     threads: int | None = None
     layers: list[str] | None = None
+    knowledge_per_class: int | None = None
     checkpoints: list[str] = field(default_factory=list)
     patterns_k: float = 0.05
     patterns_epochs: float = 5
@@ -97,7 +98,7 @@ def _knowledge(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgre
         pm,
         dataset,
         layers=config.layers,
-        per_class=None,  # the dataset is already the audit's subset, shared by every analysis
+        per_class=config.knowledge_per_class,  # None: the audit's whole subset
         seed=config.seed,
         checkpoints=config.checkpoints,
         device=config.device,

@@ -43,10 +43,15 @@ def zoo_paths(root: Path) -> list[Path]:
 
 def demo(
     out: Path = typer.Option(Path("reports/demo"), "--out", "-o", help="Folder of the showcase."),
-    per_class: int = typer.Option(10, "--per-class", help="Images per class (demo: small)."),
+    per_class: int = typer.Option(
+        20, "--per-class", help="Images per class for patterns and PGD (demo: small)."
+    ),
+    knowledge_per_class: int = typer.Option(
+        6, "--knowledge-per-class", help="Images per class for knowledge points (demo: few)."
+    ),
     steps: int = typer.Option(5, "--steps", help="PGD steps (demo: few)."),
     eps: float = typer.Option(0.1, "--eps", help="L-inf PGD radius in [0, 1] pixel units."),
-    pattern_epochs: float = typer.Option(2.0, "--pattern-epochs", help="Pattern-search epochs."),
+    pattern_epochs: float = typer.Option(5.0, "--pattern-epochs", help="Pattern-search epochs."),
     emergence: bool = typer.Option(
         True, help="Knowledge emergence over vgg's training checkpoints (models/zoo/checkpoints)."
     ),
@@ -66,19 +71,21 @@ def demo(
         seed=seed,
         device=device,
         threads=threads,
+        knowledge_per_class=knowledge_per_class,
         patterns_epochs=pattern_epochs,
         eps=eps,
         pgd_steps=steps,
     )
     notes = [
-        f"Demo settings, chosen so the whole showcase runs in a few minutes on a 2-core CPU: "
-        f"{per_class} images per class, PGD with {steps} steps at eps {eps}, pattern search for "
-        f"{pattern_epochs:g} epochs. Real audits should use more images and steps "
-        f"(onnxaudit audit --per-class 50 --steps 10)."
+        f"Demo settings, chosen so the whole showcase runs in minutes on a 2-core CPU: "
+        f"{per_class} images per class for the class-wise patterns and PGD ({steps} steps at eps "
+        f"{eps}), {knowledge_per_class} per class for knowledge points, pattern search for "
+        f"{pattern_epochs:g} epochs, emergence on every second vgg checkpoint. Real audits should "
+        f"use more images and steps (onnxaudit audit --per-class 50 --steps 10)."
     ]
     checkpoints = [
         os.path.relpath(path) for path in sorted((root / CHECKPOINTS).glob("vgg-iter*.onnx"))
-    ]
+    ][::-2][::-1]  # every second one, ending with the last (time budget)
     configs = [
         replace(config, checkpoints=checkpoints if emergence and path.stem == "vgg" else [])
         for path in paths
