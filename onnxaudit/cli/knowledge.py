@@ -45,6 +45,8 @@ def knowledge(
 ) -> None:
     """Embed sample and regional features in 3-D (Li, Wang, Zhang, NeurIPS 2021) and count the
     knowledge points of each layer; optionally across checkpoints and under a PGD attack."""
+    from matplotlib import pyplot as plt
+
     from onnxaudit.knowledge import analyse_knowledge
     from onnxaudit.knowledge.plots import FIGURES
 
@@ -79,6 +81,7 @@ def knowledge(
         figure = plot(result)
         if figure is not None:
             figure.savefig(out / f"knowledge-{name}.png", dpi=110)
+            plt.close(figure)
     for layer in result.layers:
         console.print(
             f"{layer.name}: {layer.knowledge_points:.1f} knowledge points / image, "
