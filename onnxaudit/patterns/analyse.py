@@ -79,7 +79,7 @@ class PatternsResult:
                     "predictive_power": float(self.power[b, ti]),
                     "best_canvas": self.canvas_labels[b],
                     "clean_rate": float(self.clean_rate[ti]),
-                    "mask_l1": float(self.mask_l1[b, ti]),
+                    "mask_l1": float(self.verdict.mask_l1[ti]),  # the one the index is on
                     "k90": _num(
                         self.k90[:, ti].min() if np.isfinite(self.k90[:, ti]).any() else None
                     ),
