@@ -99,3 +99,11 @@ def test_checkpoints_give_an_emergence_table(inputs):
     names = [entry["name"] for entry in knowledge["layers"]]
     assert emergence["layers"] == names
     assert np.asarray(emergence["knowledge_points"]).shape == (2, len(names))
+
+
+def test_knowledge_can_use_fewer_images_than_the_audit(inputs):
+    _, pm, dataset = inputs
+    config = AuditConfig(per_class=6, seed=1, knowledge_per_class=2, skip={"patterns"}, pgd_steps=1)
+    result = run_audit(pm, dataset, config).result
+    assert result["knowledge"]["n_images"] == 6  # 2 of each of the 3 classes
+    assert result["robustness"]["n"] == 18 and result["data"]["n"] == 18
