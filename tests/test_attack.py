@@ -125,7 +125,8 @@ def test_cli_attack_prints_accuracies(tmp_path: Path) -> None:
     run = CliRunner().invoke(app, args)
     assert run.exit_code == 0, run.output
     assert "clean accuracy:" in run.output and "robust accuracy:" in run.output
-    assert json.loads(out.read_text())["robustness"]["eps"] == 0.05
+    saved = json.loads(out.read_text())
+    assert saved["schema"] == "onnxaudit/result@1" and saved["robustness"]["eps"] == 0.05
     run = CliRunner().invoke(app, [*args[:-2], "--eps", "-1"])
     assert run.exit_code == 2
 

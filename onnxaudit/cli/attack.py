@@ -19,9 +19,9 @@ from onnxaudit.cli.common import (
     THREADS,
     console,
     load_inputs,
-    write_json,
 )
 from onnxaudit.errors import AuditError
+from onnxaudit.results import build_result, dumps, model_section, write_atomic
 
 
 def attack(
@@ -60,5 +60,12 @@ def attack(
     typer.echo(f"clean accuracy:  {result.clean_accuracy:.4f}")
     typer.echo(f"robust accuracy: {result.robust_accuracy:.4f}  (PGD-{steps}, eps {eps})")
     if out is not None:
-        write_json(out, {"model": prepared.identity(), "robustness": result.to_dict()})
+        settings = {"eps": eps, "steps": steps, "step": step, "seed": seed}
+        doc = build_result(
+            model_section(prepared),
+            dataset.identity(per_class, seed),
+            settings,
+            robustness=result,
+        )
+        write_atomic(out, dumps(doc))
         console.print(f"wrote {out}")

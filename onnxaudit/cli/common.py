@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,22 +91,3 @@ def progress() -> Iterator[Progress]:
         transient=False,
     ) as bar:
         yield bar
-
-
-def write_atomic(path: Path | str, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path | str, data: dict) -> None:
-    """Atomically write `data` as indented JSON."""
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
