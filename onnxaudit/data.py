@@ -58,9 +58,7 @@ class Dataset:
             files=None if self.files is None else [self.files[i] for i in indices],
         )
 
-    def images(
-        self, shape: tuple[int, int, int], indices: np.ndarray | None = None
-    ) -> np.ndarray:
+    def images(self, shape: tuple[int, int, int], indices: np.ndarray | None = None) -> np.ndarray:
         """Images (n, C, H, W) float32 in [0, 1] at the model's input `shape` (C, H, W)."""
         indices = np.arange(len(self)) if indices is None else np.asarray(indices)
         if self.array is not None:
@@ -233,7 +231,9 @@ def _read_image(path: Path) -> np.ndarray:
 def _to_model_input(image: np.ndarray, shape: tuple[int, int, int], name: str) -> np.ndarray:
     """One (H, W, C) image -> (C, H, W) float32 in [0, 1] with the model's channels and size."""
     channels, height, width = shape
-    pixels = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    pixels = (
+        image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    )
     if pixels.shape[2] == 4:
         pixels = pixels[..., :3]
     if pixels.shape[2] != channels:
@@ -248,9 +248,7 @@ def _to_model_input(image: np.ndarray, shape: tuple[int, int, int], name: str) -
     if pixels.shape[:2] != (height, width):
         pixels = np.stack(
             [
-                np.asarray(
-                    Image.fromarray(pixels[..., c]).resize((width, height), Image.BILINEAR)
-                )
+                np.asarray(Image.fromarray(pixels[..., c]).resize((width, height), Image.BILINEAR))
                 for c in range(channels)
             ],
             axis=2,
