@@ -19,7 +19,8 @@ from onnxaudit.patterns.evaluate import (
 )
 from onnxaudit.patterns.search import ClassPatternSearch
 from onnxaudit.patterns.shape import ShapeStats, shape_stats
-from onnxaudit.patterns.verdict import BackdoorVerdict, backdoor_verdict
+from onnxaudit.patterns.universal import NoiseBlendResponse
+from onnxaudit.patterns.verdict import BackdoorVerdict, backdoor_verdict, universal_verdict
 
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
@@ -85,6 +86,7 @@ class PatternsResult:
                     ),
                     "anomaly_index": float(self.verdict.anomaly_index[ti]),
                     "suspected": bool(int(t) in self.verdict.classes),
+                    **self._universal_row(ti),
                     "canvases": {
                         label: {
                             "predictive_power": float(self.power[v, ti]),
@@ -112,6 +114,15 @@ class PatternsResult:
             "eval_accuracy": self.eval_accuracy,
             "classes": rows,
             "backdoor": self.verdict.to_dict(),
+        }
+
+    def _universal_row(self, ti: int) -> dict[str, float]:
+        universal = self.verdict.universal
+        if universal is None:
+            return {}
+        return {
+            "universal_rate": float(universal.rate[ti]),
+            "universal_index": float(universal.anomaly_index[ti]),
         }
 
 
@@ -186,7 +197,8 @@ def measure(
     k_grid: Sequence[float] = K_GRID,
     curve_per_class: int = 20,
 ) -> PatternsResult:
-    """Predictive power, k90, shapes and the verdict of a fitted search on held-out images.
+    """Predictive power, k90, shapes, the noise-blend response and the verdict of a fitted search
+    on held-out images.
 
     The power-against-k curve uses `curve_per_class` held-out images per class (it multiplies
     the forward passes by the grid size); predictive power at `k` uses all of them.
@@ -233,7 +245,11 @@ def measure(
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
     spread = np.array([[c.spread for c in per_canvas] for per_canvas in core_shapes])
-    verdict = backdoor_verdict(mask_l1, power, spread, search.canvas_labels_, classes)
+    noise = NoiseBlendResponse(seed=search.seed).fit(predict, x_eval, y_eval, classes)
+    universal = universal_verdict(noise.rate_, classes, noise.alphas)
+    verdict = backdoor_verdict(
+        mask_l1, power, spread, search.canvas_labels_, classes, universal=universal
+    )
     return PatternsResult(
         classes=classes,
         class_names=[str(class_names[t]) for t in classes],
