@@ -3,17 +3,27 @@
 from onnxaudit.patterns.analyse import PatternsResult, analyse_patterns, measure
 from onnxaudit.patterns.search import ClassPatternSearch, top_k_mask
 from onnxaudit.patterns.shape import ShapeStats, shape_stats
-from onnxaudit.patterns.verdict import BackdoorVerdict, anomaly_index, backdoor_verdict
+from onnxaudit.patterns.universal import NoiseBlendResponse
+from onnxaudit.patterns.verdict import (
+    BackdoorVerdict,
+    UniversalVerdict,
+    anomaly_index,
+    backdoor_verdict,
+    universal_verdict,
+)
 
 __all__ = [
     "BackdoorVerdict",
     "ClassPatternSearch",
+    "NoiseBlendResponse",
     "PatternsResult",
     "ShapeStats",
+    "UniversalVerdict",
     "analyse_patterns",
     "anomaly_index",
     "backdoor_verdict",
     "measure",
     "shape_stats",
     "top_k_mask",
+    "universal_verdict",
 ]
