@@ -72,7 +72,7 @@ def knowledge_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
         ("reliable_knowledge_points", "reliable points / image"),
         ("reliable_ratio", "reliable ratio"),
     )
-    for ax, (key, label) in zip(axes, panels, strict=True):
+    for ax, (key, _) in zip(axes, panels, strict=True):
         for i, (name, layers) in enumerate(series):
             values = [np.nan if entry.get(key) is None else entry[key] for entry in layers]
             ax.plot(
@@ -82,12 +82,7 @@ def knowledge_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
                 color=PALETTE[i % len(PALETTE)],
                 label=plain(name),
             )
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("analysed layer (shallow → deep)")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    axes[2].set_ylim(0, 1.05)
-    axes[0].legend(fontsize=8)
+    _style_layer_axes(axes, [label for _, label in panels], ratio_axis=2)
     return fig
 
 
@@ -221,11 +216,16 @@ def shared_space_chart(comparisons: Sequence[Mapping[str, Any]]) -> Figure | Non
             cos = [_num(r.get("mean_one_minus_cos")) for r in comparisons[i - 1]["layers"]]
             axes[2].plot(positions, cos, **style)
     titles = ("knowledge points / image", "reliable ratio", "mean 1 − cos to the reference")
+    _style_layer_axes(axes, titles, ratio_axis=1)
+    return fig
+
+
+def _style_layer_axes(axes, titles, ratio_axis: int) -> None:
+    """Shared look of the per-layer charts: x = analysed-layer position, one axis a ratio."""
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("analysed layer (shallow → deep)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    axes[1].set_ylim(0, 1.05)
+    axes[ratio_axis].set_ylim(0, 1.05)
     axes[0].legend(fontsize=8)
-    return fig
