@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from onnxaudit.extract import FeatureExtractor
+from onnxaudit.features.extract import FeatureExtractor
+from onnxaudit.features.runtime import create_session
 from onnxaudit.model import prepare_model
-from onnxaudit.runtime import create_session
 
 ACTIVATIONS = {"Relu", "LeakyRelu", "Clip", "PRelu", "Sigmoid", "HardSwish", "Elu"}
 

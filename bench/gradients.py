@@ -21,9 +21,14 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxaudit.gradients import CrossEntropy, InputGradient, VectorJacobian, build_gradient_model
-from onnxaudit.gradients.context import attributes
-from onnxaudit.runtime import create_session
+from onnxaudit.features.gradients import (
+    CrossEntropy,
+    InputGradient,
+    VectorJacobian,
+    build_gradient_model,
+)
+from onnxaudit.features.gradients.context import attributes
+from onnxaudit.features.runtime import create_session
 
 DEFAULT_MODELS = ["models/zoo/vgg.onnx", "models/zoo/resnet.onnx"]
 

@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from onnxaudit.analyses.knowledge import analyse_knowledge
 from onnxaudit.data import load_dataset
-from onnxaudit.knowledge import analyse_knowledge
 from onnxaudit.model import prepare_model
 
 REPO = Path(__file__).resolve().parents[1]

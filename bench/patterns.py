@@ -170,14 +170,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the record to this JSON file")
     args = parser.parse_args()
 
-    from onnxaudit.gradients import CrossEntropy, InputGradient
-    from onnxaudit.model import prepare_model
-    from onnxaudit.patterns.search import (
+    from onnxaudit.analyses.patterns.search import (
         ClassPatternSearch,
         confident_images,
         search_batches,
         top_k_mask,
     )
+    from onnxaudit.features.gradients import CrossEntropy, InputGradient
+    from onnxaudit.model import prepare_model
 
     torch.set_num_threads(args.threads)
     x, y = load_fashion_test(args.per_class, args.seed)

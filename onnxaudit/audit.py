@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gates import GateOutcome, junit_xml
 from onnxaudit.report import EmbeddedFigure, embed_figure, render_report
-from onnxaudit.results import build_result, dumps, model_section, write_atomic
+from onnxaudit.results.gates import GateOutcome, junit_xml
+from onnxaudit.results.schema import build_result, dumps, model_section, write_atomic
 
 ANALYSES = ("knowledge", "patterns", "robustness")
 StageProgress = Callable[[str, int, int], None]
@@ -92,7 +92,7 @@ def run_audit(
 
 
 def _knowledge(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgress | None) -> Any:
-    from onnxaudit.knowledge import analyse_knowledge
+    from onnxaudit.analyses.knowledge import analyse_knowledge
 
     return analyse_knowledge(
         pm,
@@ -108,7 +108,7 @@ def _knowledge(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgre
 
 
 def _patterns(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgress | None) -> Any:
-    from onnxaudit.patterns import analyse_patterns
+    from onnxaudit.analyses.patterns import analyse_patterns
 
     return analyse_patterns(
         pm,
@@ -123,7 +123,7 @@ def _patterns(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgres
 
 
 def _robustness(pm: Any, dataset: Any, config: AuditConfig, progress: StageProgress | None) -> Any:
-    from onnxaudit.attack import robustness
+    from onnxaudit.analyses.robustness import robustness
 
     x = dataset.images(pm.info.input_shape)
     labels = np.asarray(dataset.labels, dtype=np.int64)
@@ -150,7 +150,7 @@ def analysis_figures(analyses: Mapping[str, Any]) -> dict[str, list[EmbeddedFigu
     figures: dict[str, list[EmbeddedFigure]] = {}
     knowledge = analyses.get("knowledge")
     if knowledge is not None and not isinstance(knowledge, Mapping):
-        from onnxaudit.knowledge.plots import (
+        from onnxaudit.analyses.knowledge.plots import (
             plot_knowledge_grid,
             plot_region_embeddings,
             plot_sample_embedding,
@@ -179,7 +179,7 @@ def analysis_figures(analyses: Mapping[str, Any]) -> dict[str, list[EmbeddedFigu
         ]
     patterns = analyses.get("patterns")
     if patterns is not None and not isinstance(patterns, Mapping):
-        from onnxaudit.patterns.plots import plot_patterns
+        from onnxaudit.analyses.patterns.plots import plot_patterns
 
         figures["patterns"] = [
             embed_figure(

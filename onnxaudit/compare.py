@@ -15,7 +15,7 @@ from typing import Any
 from onnxaudit.audit import AuditConfig, AuditRun, StageProgress, run_audit
 from onnxaudit.errors import AuditError
 from onnxaudit.report import EmbeddedFigure, embed_figure
-from onnxaudit.results import build_comparison
+from onnxaudit.results.schema import build_comparison
 
 
 @dataclass
@@ -71,7 +71,7 @@ def compare_runs(
     }
     reference = runs[0].analyses.get("knowledge")
     if reference is not None and not isinstance(reference, Mapping):
-        from onnxaudit.knowledge import compare_models
+        from onnxaudit.analyses.knowledge import compare_models
 
         comparison["knowledge"] = [
             compare_models(
@@ -87,7 +87,7 @@ def compare_runs(
         ]
     figures = _merge_figures(runs, sections=("patterns",))
     if comparison.get("knowledge"):
-        from onnxaudit.knowledge.plots import plot_comparison
+        from onnxaudit.analyses.knowledge.plots import plot_comparison
 
         figures["comparison"] = [
             embed_figure(

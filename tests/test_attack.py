@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxaudit.attack import RobustnessResult, pgd, robustness
+from onnxaudit.analyses.robustness import RobustnessResult, pgd, robustness
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients import CrossEntropy, InputGradient, VectorJacobian
+from onnxaudit.features.gradients import CrossEntropy, InputGradient, VectorJacobian
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "models" / "data" / "fashion-mnist-test-subset.npz"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import onnxaudit.audit as audit_module
 from onnxaudit.cli import user_errors
 from onnxaudit.cli.audit import audit
-from onnxaudit.results import SCHEMA
+from onnxaudit.results.schema import SCHEMA
 
 runner = CliRunner()
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

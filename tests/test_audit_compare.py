@@ -19,7 +19,7 @@ from onnxaudit.cli.compare import compare
 from onnxaudit.compare import compare_runs, layer_deltas
 from onnxaudit.errors import AuditError
 from onnxaudit.report import EmbeddedFigure
-from onnxaudit.results import COMPARE_SCHEMA, build_result
+from onnxaudit.results.schema import COMPARE_SCHEMA, build_result
 
 runner = CliRunner()
 

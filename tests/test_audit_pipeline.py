@@ -15,7 +15,7 @@ from onnxaudit.audit import AuditConfig, run_audit, write_audit
 from onnxaudit.compare import compare_runs
 from onnxaudit.data import load_dataset
 from onnxaudit.model import prepare_model
-from onnxaudit.results import dumps, load_result
+from onnxaudit.results.schema import dumps, load_result
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import pytest
 from graphs import small_cnn
 from onnx.reference import ReferenceEvaluator
 
-from onnxaudit import rewrite
 from onnxaudit.errors import AuditError
-from onnxaudit.extract import FeatureExtractor
+from onnxaudit.features.extract import FeatureExtractor
+from onnxaudit.features.runtime import create_session
+from onnxaudit.model import passes as rewrite
 from onnxaudit.model import prepare_model
-from onnxaudit.runtime import create_session
 
 LAYERS = ["conv1", "relu1", "pool1", "conv2"]
 

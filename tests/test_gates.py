@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gates import (
+from onnxaudit.results.gates import (
     GateSpec,
     check_backdoor,
     check_max_drop,
@@ -19,7 +19,7 @@ from onnxaudit.gates import (
     parse_threshold,
     relative_drop,
 )
-from onnxaudit.results import SCHEMA
+from onnxaudit.results.schema import SCHEMA
 
 
 def make_result(suspected=False, ratios=(0.2, 0.5, 0.8), points=(4.0, 6.0, 8.0), robust=0.3):

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients import (
+from onnxaudit.features.gradients import (
     CrossEntropy,
     InputGradient,
     LogitMargin,

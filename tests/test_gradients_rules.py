@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients import RULES, InputGradient, VectorJacobian, build_gradient_model
+from onnxaudit.features.gradients import RULES, InputGradient, VectorJacobian, build_gradient_model
 
 F32, F64 = TensorProto.FLOAT, TensorProto.DOUBLE
 N = helper.make_node
@@ -516,7 +516,7 @@ def test_wrt_tensor_gradient_and_dynamic_batch() -> None:
     model = Case(nodes, IMG, CONV_INITS, F32).model(F32)
     proto = build_gradient_model(model, VectorJacobian(), wrt_tensors=["t"])
     assert [o.name for o in proto.graph.output] == ["loss", "logits", "input_grad", "grad:t"]
-    from onnxaudit.runtime import create_session
+    from onnxaudit.features.runtime import create_session
 
     session = create_session(proto, "cpu")
     for batch in (1, 5):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from onnxaudit.knowledge import (
+from onnxaudit.analyses.knowledge import (
     ImportanceWeights,
     KnowledgeSettings,
     LinearKappa,
@@ -18,11 +18,11 @@ from onnxaudit.knowledge import (
     radial_posterior,
     target_probs,
 )
-from onnxaudit.knowledge.align import procrustes_rotation
-from onnxaudit.knowledge.analysis import attack_types
-from onnxaudit.knowledge.importance import expert_products, match_regions, sample_partners
-from onnxaudit.knowledge.points import count_layer
-from onnxaudit.knowledge.radial import unit
+from onnxaudit.analyses.knowledge.align import procrustes_rotation
+from onnxaudit.analyses.knowledge.analysis import attack_types
+from onnxaudit.analyses.knowledge.importance import expert_products, match_regions, sample_partners
+from onnxaudit.analyses.knowledge.points import count_layer
+from onnxaudit.analyses.knowledge.radial import unit
 
 DISCRIMINATIVE = (0, 5, 10, 15)  # the diagonal of a 4 x 4 grid
 

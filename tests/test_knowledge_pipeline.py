@@ -16,12 +16,12 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 from typer.testing import CliRunner
 
+from onnxaudit.analyses.knowledge import KnowledgeSettings, analyse_knowledge, compare_models
+from onnxaudit.analyses.knowledge.plots import FIGURES, plot_comparison
 from onnxaudit.cli.knowledge import knowledge
 from onnxaudit.data import load_dataset
-from onnxaudit.knowledge import KnowledgeSettings, analyse_knowledge, compare_models
-from onnxaudit.knowledge.plots import FIGURES, plot_comparison
 from onnxaudit.model import prepare_model
-from onnxaudit.results import dumps
+from onnxaudit.results.schema import dumps
 
 SETTINGS = KnowledgeSettings(partners=8, sample_max_iter=100, region_max_iter=20)
 

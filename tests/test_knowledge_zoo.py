@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onnxaudit.analyses.knowledge import analyse_knowledge, default_layers
 from onnxaudit.data import load_dataset
-from onnxaudit.knowledge import analyse_knowledge, default_layers
 from onnxaudit.model import prepare_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,26 +7,26 @@ import json
 import numpy as np
 import pytest
 
-from onnxaudit.errors import AuditError
-from onnxaudit.patterns.analyse import analyse_patterns, measure
-from onnxaudit.patterns.evaluate import (
+from onnxaudit.analyses.patterns.analyse import analyse_patterns, measure
+from onnxaudit.analyses.patterns.evaluate import (
     k_at_power,
     overall_power,
     power_curve,
     predictive_power,
     split_search_eval,
 )
-from onnxaudit.patterns.plots import FIGURES
-from onnxaudit.patterns.search import (
+from onnxaudit.analyses.patterns.plots import FIGURES
+from onnxaudit.analyses.patterns.search import (
     ClassPatternSearch,
     blend,
     blend_gradients,
     search_batches,
     top_k_mask,
 )
-from onnxaudit.patterns.shape import shape_stats
-from onnxaudit.patterns.verdict import anomaly_index, backdoor_verdict
-from onnxaudit.results import jsonable
+from onnxaudit.analyses.patterns.shape import shape_stats
+from onnxaudit.analyses.patterns.verdict import anomaly_index, backdoor_verdict
+from onnxaudit.errors import AuditError
+from onnxaudit.results.schema import jsonable
 
 H = 12
 K = 5
@@ -353,7 +353,7 @@ def tanh_net_onnx(net: TanhNet, path) -> None:
 
 @pytest.fixture(scope="module")
 def onnx_planted(tmp_path_factory):
-    pytest.importorskip("onnxaudit.gradients")
+    pytest.importorskip("onnxaudit.features.gradients")
     folder = tmp_path_factory.mktemp("patterns")
     tanh_net_onnx(backdoored_linear(), folder / "planted.onnx")
     x, y = bars_data(per_class=40, seed=2)
@@ -362,9 +362,9 @@ def onnx_planted(tmp_path_factory):
 
 
 def test_onnx_gradient_matches_the_numpy_oracle(onnx_planted):
-    from onnxaudit.gradients import CrossEntropy, InputGradient
+    from onnxaudit.analyses.patterns.search import call_in_chunks
+    from onnxaudit.features.gradients import CrossEntropy, InputGradient
     from onnxaudit.model import prepare_model
-    from onnxaudit.patterns.search import call_in_chunks
 
     pm = prepare_model(onnx_planted / "planted.onnx")
     grad = InputGradient(pm.proto, CrossEntropy(reduction="sum"), device="cpu")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxaudit.patterns.universal import NoiseBlendResponse
-from onnxaudit.patterns.verdict import backdoor_verdict, universal_verdict
+from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
+from onnxaudit.analyses.patterns.verdict import backdoor_verdict, universal_verdict
 
 K, H = 10, 16
 TARGET = 3

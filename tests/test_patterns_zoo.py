@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onnxaudit.analyses.patterns import analyse_patterns
 from onnxaudit.data import load_dataset
 from onnxaudit.model import prepare_model
-from onnxaudit.patterns import analyse_patterns
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "models" / "zoo"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from onnxaudit.errors import AuditError
 from onnxaudit.report import flatten, render_report, verdicts
-from onnxaudit.results import build_comparison, build_result, dumps, write_atomic
+from onnxaudit.results.schema import build_comparison, build_result, dumps, write_atomic
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EVIL = "<script>alert(\"pwned\")</script> 'quoted'"
@@ -173,7 +173,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     def broken(*_):
         raise OSError("disk full")
 
-    monkeypatch.setattr("onnxaudit.results.os.replace", broken)
+    monkeypatch.setattr("onnxaudit.results.schema.os.replace", broken)
     with pytest.raises(OSError):
         write_atomic(target, "new")
     assert target.read_text() == "old"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from onnxaudit.attack import robustness
+from onnxaudit.analyses.robustness import robustness
 from onnxaudit.cli.common import (
     BATCH_SIZE,
     DATA,
@@ -21,7 +21,7 @@ from onnxaudit.cli.common import (
     load_inputs,
 )
 from onnxaudit.errors import AuditError
-from onnxaudit.results import build_result, dumps, model_section, write_atomic
+from onnxaudit.results.schema import build_result, dumps, model_section, write_atomic
 
 
 def attack(

@@ -22,9 +22,9 @@ from onnxaudit.cli.common import (
     progress,
 )
 from onnxaudit.errors import AuditError
-from onnxaudit.gates import GateOutcome, GateSpec, evaluate, parse_threshold
 from onnxaudit.report import verdicts
-from onnxaudit.results import load_result
+from onnxaudit.results.gates import GateOutcome, GateSpec, evaluate, parse_threshold
+from onnxaudit.results.schema import load_result
 
 OUT = typer.Option(..., "--out", "-o", help="Folder for report.html and result.json.")
 PER_CLASS = typer.Option(

@@ -22,7 +22,7 @@ from onnxaudit.cli.common import (
     progress,
 )
 from onnxaudit.errors import AuditError
-from onnxaudit.extract import FeatureExtractor
+from onnxaudit.features.extract import FeatureExtractor
 
 
 def extract(

@@ -19,7 +19,7 @@ from onnxaudit.cli.common import (
     parse_names,
     progress,
 )
-from onnxaudit.results import build_result, dumps, model_section, write_atomic
+from onnxaudit.results.schema import build_result, dumps, model_section, write_atomic
 
 
 def knowledge(
@@ -47,8 +47,8 @@ def knowledge(
     knowledge points of each layer; optionally across checkpoints and under a PGD attack."""
     from matplotlib import pyplot as plt
 
-    from onnxaudit.knowledge import analyse_knowledge
-    from onnxaudit.knowledge.plots import FIGURES
+    from onnxaudit.analyses.knowledge import analyse_knowledge
+    from onnxaudit.analyses.knowledge.plots import FIGURES
 
     prepared, dataset = load_inputs(model, data, per_class, seed, mean, std)
     with progress() as bar:

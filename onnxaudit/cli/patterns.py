@@ -21,7 +21,7 @@ from onnxaudit.cli.common import (
     progress,
 )
 from onnxaudit.errors import AuditError
-from onnxaudit.results import build_result, dumps, model_section, write_atomic
+from onnxaudit.results.schema import build_result, dumps, model_section, write_atomic
 
 
 def patterns(
@@ -45,8 +45,8 @@ def patterns(
 ) -> None:
     """Search each class's most predictive small pattern, measure it on held-out images, and
     flag classes whose pattern looks like an implanted trigger."""
-    from onnxaudit.patterns import analyse_patterns
-    from onnxaudit.patterns.plots import FIGURES
+    from onnxaudit.analyses.patterns import analyse_patterns
+    from onnxaudit.analyses.patterns.plots import FIGURES
 
     prepared, dataset = load_inputs(model, data, per_class, seed, mean, std)
     try:

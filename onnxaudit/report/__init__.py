@@ -26,7 +26,7 @@ from onnxaudit.report.figures import (
     shared_space_chart,
     short_layer,
 )
-from onnxaudit.results import COMPARE_SCHEMA, SCHEMA, SECTIONS
+from onnxaudit.results.schema import COMPARE_SCHEMA, SCHEMA, SECTIONS
 
 __all__ = ["EmbeddedFigure", "embed_figure", "render_report", "verdicts"]
 

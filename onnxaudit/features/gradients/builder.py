@@ -14,9 +14,9 @@ import onnx
 from onnx import helper, shape_inference, version_converter
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients.context import FLOAT_TYPES, GradContext, describe_node
-from onnxaudit.gradients.objectives import CrossEntropy, Objective
-from onnxaudit.gradients.rules import RULES
+from onnxaudit.features.gradients.context import FLOAT_TYPES, GradContext, describe_node
+from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
+from onnxaudit.features.gradients.rules import RULES
 
 MIN_OPSET = 13  # axes-as-inputs forms of ReduceSum/Squeeze/Unsqueeze/Split used by the rules
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxaudit.knowledge.analysis import (
+from onnxaudit.analyses.knowledge.analysis import (
     KnowledgeResult,
     Progress,
     _extract,
@@ -22,10 +22,10 @@ from onnxaudit.knowledge.analysis import (
     fit_layer,
     layer_grids,
 )
-from onnxaudit.knowledge.points import LayerKnowledge, count_layer
-from onnxaudit.knowledge.radial import one_minus_cos as radial_one_minus_cos
-from onnxaudit.knowledge.radial import strength, target_probs
-from onnxaudit.results import jsonable
+from onnxaudit.analyses.knowledge.points import LayerKnowledge, count_layer
+from onnxaudit.analyses.knowledge.radial import one_minus_cos as radial_one_minus_cos
+from onnxaudit.analyses.knowledge.radial import strength, target_probs
+from onnxaudit.results.schema import jsonable
 
 COS_BINS = np.linspace(0.0, 2.0, 41)
 STRENGTH_BINS = np.linspace(-3.0, 3.0, 61)

@@ -1,10 +1,10 @@
 """Paper 2 (Zhao et al.): class-wise patterns in the input space, and a backdoor verdict."""
 
-from onnxaudit.patterns.analyse import PatternsResult, analyse_patterns, measure
-from onnxaudit.patterns.search import ClassPatternSearch, top_k_mask
-from onnxaudit.patterns.shape import ShapeStats, shape_stats
-from onnxaudit.patterns.universal import NoiseBlendResponse
-from onnxaudit.patterns.verdict import (
+from onnxaudit.analyses.patterns.analyse import PatternsResult, analyse_patterns, measure
+from onnxaudit.analyses.patterns.search import ClassPatternSearch, top_k_mask
+from onnxaudit.analyses.patterns.shape import ShapeStats, shape_stats
+from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
+from onnxaudit.analyses.patterns.verdict import (
     BackdoorVerdict,
     UniversalVerdict,
     anomaly_index,

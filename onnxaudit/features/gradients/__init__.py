@@ -11,10 +11,15 @@ input gradients with standard ONNX ops, plus a `Case` in tests/test_gradients_ru
 coverage test fails until the new rule has one).
 """
 
-from onnxaudit.gradients.builder import build_gradient_model
-from onnxaudit.gradients.objectives import CrossEntropy, LogitMargin, Objective, VectorJacobian
-from onnxaudit.gradients.rules import RULES, BackwardRule
-from onnxaudit.gradients.runner import GradientResult, InputGradient
+from onnxaudit.features.gradients.builder import build_gradient_model
+from onnxaudit.features.gradients.objectives import (
+    CrossEntropy,
+    LogitMargin,
+    Objective,
+    VectorJacobian,
+)
+from onnxaudit.features.gradients.rules import RULES, BackwardRule
+from onnxaudit.features.gradients.runner import GradientResult, InputGradient
 
 __all__ = [
     "RULES",

@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from onnxaudit.knowledge.analysis import EmergenceResult, KnowledgeResult  # noqa: E402
-from onnxaudit.knowledge.compare import COS_BINS, STRENGTH_BINS, ModelComparison  # noqa: E402
+from onnxaudit.analyses.knowledge.analysis import EmergenceResult, KnowledgeResult  # noqa: E402
+from onnxaudit.analyses.knowledge.compare import COS_BINS, STRENGTH_BINS, ModelComparison  # noqa: E402
 
 VIEWS = ((0, 1), (0, 2), (1, 2))
 MAX_POINTS = 3000

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients import CrossEntropy, InputGradient
+from onnxaudit.features.gradients import CrossEntropy, InputGradient
 
 Callback = Callable[[int, np.ndarray], None]
 

@@ -1,6 +1,6 @@
 """Paper 1 (Li, Wang, Zhang, NeurIPS 2021): knowledge points and their emergence in a classifier."""
 
-from onnxaudit.knowledge.analysis import (
+from onnxaudit.analyses.knowledge.analysis import (
     AdversarialResult,
     EmergenceResult,
     KnowledgeResult,
@@ -11,12 +11,12 @@ from onnxaudit.knowledge.analysis import (
     emergence,
     fit_model,
 )
-from onnxaudit.knowledge.compare import ModelComparison, compare_models
-from onnxaudit.knowledge.importance import ImportanceWeights
-from onnxaudit.knowledge.points import LayerKnowledge, knowledge_points
-from onnxaudit.knowledge.radial import LinearKappa, radial_posterior, target_probs
-from onnxaudit.knowledge.region import RegionEmbedding
-from onnxaudit.knowledge.sample import SampleEmbedding
+from onnxaudit.analyses.knowledge.compare import ModelComparison, compare_models
+from onnxaudit.analyses.knowledge.importance import ImportanceWeights
+from onnxaudit.analyses.knowledge.points import LayerKnowledge, knowledge_points
+from onnxaudit.analyses.knowledge.radial import LinearKappa, radial_posterior, target_probs
+from onnxaudit.analyses.knowledge.region import RegionEmbedding
+from onnxaudit.analyses.knowledge.sample import SampleEmbedding
 
 __all__ = [
     "AdversarialResult",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxaudit.patterns.evaluate import (
+from onnxaudit.analyses.patterns.evaluate import (
     clean_rate,
     k_at_power,
     overall_power,
@@ -17,10 +17,10 @@ from onnxaudit.patterns.evaluate import (
     predictive_power,
     split_search_eval,
 )
-from onnxaudit.patterns.search import ClassPatternSearch
-from onnxaudit.patterns.shape import ShapeStats, shape_stats
-from onnxaudit.patterns.universal import NoiseBlendResponse
-from onnxaudit.patterns.verdict import BackdoorVerdict, backdoor_verdict, universal_verdict
+from onnxaudit.analyses.patterns.search import ClassPatternSearch
+from onnxaudit.analyses.patterns.shape import ShapeStats, shape_stats
+from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
+from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, backdoor_verdict, universal_verdict
 
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
@@ -148,8 +148,8 @@ def analyse_patterns(
 
     `pm` is a PreparedModel; `dataset` an onnxaudit Dataset (use `.subset()` to bound the cost).
     """
-    from onnxaudit.gradients import CrossEntropy, InputGradient
-    from onnxaudit.runtime import create_session
+    from onnxaudit.features.gradients import CrossEntropy, InputGradient
+    from onnxaudit.features.runtime import create_session
 
     info = pm.info
     x = dataset.images(info.input_shape)

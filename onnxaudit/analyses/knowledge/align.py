@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxaudit.knowledge.radial import unit
+from onnxaudit.analyses.knowledge.radial import unit
 
 
 def kabsch(source: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxaudit import rewrite
 from onnxaudit.data import Dataset
 from onnxaudit.errors import AuditError
+from onnxaudit.features.runtime import create_session
 from onnxaudit.model import PreparedModel
-from onnxaudit.runtime import create_session
+from onnxaudit.model import passes as rewrite
 
 LOGITS = "logits"
 SAMPLE_FEATURE = "sample_feature"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax
 
-from onnxaudit.knowledge.radial import EPS, kl_rows, unit
+from onnxaudit.analyses.knowledge.radial import EPS, kl_rows, unit
 
 
 def sample_partners(n: int, partners: int, rng: np.random.Generator) -> np.ndarray:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from onnxaudit.patterns.search import blend, top_k_mask
+from onnxaudit.analyses.patterns.search import blend, top_k_mask
 
 PredictFn = Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) in [0,1] -> logits (N, K)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxaudit.knowledge.radial import LinearKappa, radial_posterior
+from onnxaudit.analyses.knowledge.radial import LinearKappa, radial_posterior
 
 
 @dataclass

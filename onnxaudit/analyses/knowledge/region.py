@@ -12,8 +12,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from onnxaudit.knowledge.importance import ImportanceWeights
-from onnxaudit.knowledge.radial import (
+from onnxaudit.analyses.knowledge.importance import ImportanceWeights
+from onnxaudit.analyses.knowledge.radial import (
     LinearKappa,
     kl_rows,
     scaled_backward,

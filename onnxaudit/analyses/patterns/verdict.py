@@ -10,7 +10,7 @@ outlier is flagged unless it has the natural shortcut's signature: scattered and
 its mask is not small in absolute terms (adversarially trained models have uniformly large masks,
 where the smallest one is no trigger). A blended whole-image trigger has no small mask at all; it
 is caught by a second rule on the response to random noise blended over the image
-(onnxaudit.patterns.universal): a class that receives most noisy images of the other classes.
+(onnxaudit.analyses.patterns.universal): a class that receives most noisy images of the other classes.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 from onnx import TensorProto
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients.context import GradContext
+from onnxaudit.features.gradients.context import GradContext
 
 Reduction = Literal["mean", "sum", "none"]
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnxaudit.patterns.evaluate import PredictFn, predict_labels
+from onnxaudit.analyses.patterns.evaluate import PredictFn, predict_labels
 
 ALPHAS = (0.1, 0.15)  # blend strengths: x' = (1 - alpha) * x + alpha * noise
 

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from onnxaudit import rewrite
 from onnxaudit.errors import AuditError
+from onnxaudit.model import passes as rewrite
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 # Standard ops that read and write NCHW whatever the surrounding graph does.
@@ -108,7 +108,7 @@ class PreparedModel:
         }
 
 
-def load_model(path: str | Path) -> onnx.ModelProto:
+def load_onnx(path: str | Path) -> onnx.ModelProto:
     """Read an ONNX file with its external data and check it, or raise a one-line AuditError."""
     path = Path(path)
     if not path.exists():
@@ -213,7 +213,7 @@ def prepare_model(
     Without `mean`/`std`, the normalisation stored in the model's `preprocessing` metadata is used.
     """
     path = Path(path)
-    model = load_model(path)
+    model = load_onnx(path)
     info = describe(model, path)
     if mean is None and std is None:
         mean, std = _metadata_normalisation(model)
@@ -247,7 +247,7 @@ def _probe(
     model: onnx.ModelProto, image: onnx.ValueInfoProto, dims: list, names: list[str], path
 ) -> dict[str, np.ndarray]:
     """Shapes that inference could not reach, read off one run on a zero batch."""
-    from onnxaudit.runtime import create_session
+    from onnxaudit.features.runtime import create_session
 
     exposed = rewrite._copy(model)
     exposed.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from onnxaudit.errors import AuditError
-from onnxaudit.knowledge.align import procrustes_rotation
-from onnxaudit.knowledge.importance import ImportanceWeights
-from onnxaudit.knowledge.points import LayerKnowledge, count_layer, knowledge_points
-from onnxaudit.knowledge.radial import (
+from onnxaudit.analyses.knowledge.align import procrustes_rotation
+from onnxaudit.analyses.knowledge.importance import ImportanceWeights
+from onnxaudit.analyses.knowledge.points import LayerKnowledge, count_layer, knowledge_points
+from onnxaudit.analyses.knowledge.radial import (
     LinearKappa,
     one_minus_cos,
     radial_posterior,
@@ -27,9 +26,14 @@ from onnxaudit.knowledge.radial import (
     target_probs,
     unit,
 )
-from onnxaudit.knowledge.region import RegionEmbedding
-from onnxaudit.knowledge.sample import SampleEmbedding, pca_embedding, strength_uncertainty_corr
-from onnxaudit.results import jsonable
+from onnxaudit.analyses.knowledge.region import RegionEmbedding
+from onnxaudit.analyses.knowledge.sample import (
+    SampleEmbedding,
+    pca_embedding,
+    strength_uncertainty_corr,
+)
+from onnxaudit.errors import AuditError
+from onnxaudit.results.schema import jsonable
 
 Progress = Callable[[str, int, int], None]
 GRID = 14
@@ -399,9 +403,9 @@ def adversarial_analysis(
 ) -> AdversarialResult:
     """Untargeted L-inf PGD on the analysed images; regional features recorded at every step
     and projected with the clean fit's Lambda (same coordinates and strength units)."""
-    from onnxaudit.attack import pgd
-    from onnxaudit.extract import FeatureExtractor
-    from onnxaudit.gradients import CrossEntropy, InputGradient
+    from onnxaudit.analyses.robustness import pgd
+    from onnxaudit.features.extract import FeatureExtractor
+    from onnxaudit.features.gradients import CrossEntropy, InputGradient
 
     report = progress or (lambda stage, done, total: None)
     settings, fitted = result.settings, result.fitted
@@ -498,7 +502,7 @@ def layer_grids(pm: Any, layers: Sequence[str], grid: int) -> dict[str, tuple[in
 
 def _extract(pm, x, layers, settings, device, threads) -> dict[str, np.ndarray]:
     """Regional features (N, R, K) per layer, logits, and the sample feature f."""
-    from onnxaudit.extract import FeatureExtractor
+    from onnxaudit.features.extract import FeatureExtractor
 
     info = pm.info
     has_feature = info.sample_feature_name is not None

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from onnxaudit.patterns.analyse import PatternsResult  # noqa: E402
+from onnxaudit.analyses.patterns.analyse import PatternsResult  # noqa: E402
 
 
 def _canvas_index(result: PatternsResult, canvas: str | None, ti: int) -> int:

@@ -9,9 +9,9 @@ import onnx
 from onnx import helper
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients.builder import build_gradient_model
-from onnxaudit.gradients.objectives import CrossEntropy, Objective
-from onnxaudit.runtime import create_session
+from onnxaudit.features.gradients.builder import build_gradient_model
+from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
+from onnxaudit.features.runtime import create_session
 
 
 @dataclass

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 
 from onnxaudit.errors import AuditError
-from onnxaudit.gradients.context import GradContext, attributes, describe_node
-from onnxaudit.runtime import create_session
+from onnxaudit.features.gradients.context import GradContext, attributes, describe_node
+from onnxaudit.features.runtime import create_session
 
 Grads = list[str | None]
 RuleFn = Callable[[GradContext, onnx.NodeProto, Grads], Grads]

@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax
 from sklearn.decomposition import PCA
 
-from onnxaudit.knowledge.radial import (
+from onnxaudit.analyses.knowledge.radial import (
     EPS,
     LinearKappa,
     entropy,

@@ -1,0 +1,1 @@
+"""Stage 2 of the pipeline: onnxruntime sessions, streamed feature extraction, input gradients."""

@@ -1,0 +1,1 @@
+"""Stage 4 of the pipeline: the versioned result documents (schema) and the CI gates on them."""
