@@ -120,12 +120,12 @@ def test_cli_attack_prints_accuracies(tmp_path: Path) -> None:
     onnx.save(linear_classifier(W2), model)
     data = tmp_path / "data.npz"
     np.savez(data, x=(X[:, 0] * 255).astype(np.uint8), y=Y)
-    out = tmp_path / "r.json"
+    out = tmp_path / "r"
     args = ["attack", str(model), "--data", str(data), "--eps", "0.05", "--out", str(out)]
     run = CliRunner().invoke(app, args)
     assert run.exit_code == 0, run.output
     assert "clean accuracy:" in run.output and "robust accuracy:" in run.output
-    saved = json.loads(out.read_text())
+    saved = json.loads((out / "result.json").read_text())
     assert saved["schema"] == "onnxaudit/result@1" and saved["robustness"]["eps"] == 0.05
     run = CliRunner().invoke(app, [*args[:-2], "--eps", "-1"])
     assert run.exit_code == 2

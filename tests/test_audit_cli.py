@@ -9,70 +9,20 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-import numpy as np
-import onnx
 import pytest
-import typer
-from graphs import small_cnn
+from conftest import cli
 from typer.testing import CliRunner
 
-import onnxaudit.audit as audit_module
-from onnxaudit.cli import user_errors
 from onnxaudit.cli.audit import audit
 from onnxaudit.results.schema import SCHEMA
 
 runner = CliRunner()
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-app.command()(user_errors(audit))
+app = cli(audit)
 
 
 @pytest.fixture
-def files(tmp_path):
-    model = tmp_path / "cnn.onnx"
-    onnx.save(small_cnn(seed=0), model)
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data.npz"
-    np.savez(data, x=rng.integers(0, 256, (12, 8, 8), dtype=np.uint8), y=np.arange(12) % 3)
-    return model, data
-
-
-@pytest.fixture
-def fake_analyses(monkeypatch):
-    """Known analysis sections; `state` switches the backdoor verdict and robust accuracy."""
-    state = {"suspected": False, "robust": 0.4, "calls": []}
-
-    def knowledge(pm, dataset, config, progress):
-        state["calls"].append(("knowledge", config.layers, len(dataset)))
-        names = config.layers or [layer.name for layer in pm.info.layers]
-        return {
-            "layers": [
-                {"name": n, "knowledge_points": 3.0, "reliable_knowledge_points": 2.4,
-                 "reliable_ratio": 0.8}
-                for n in names
-            ]
-        }  # fmt: skip
-
-    def patterns(pm, dataset, config, progress):
-        state["calls"].append(("patterns",))
-        flagged = [1] if state["suspected"] else []
-        return {
-            "classes": [
-                {"class": c, "name": pm.info.class_names[c], "predictive_power": 0.5,
-                 "mask_l1": 0.1, "anomaly_index": 5.0 if c in flagged else 0.5}
-                for c in range(pm.info.num_classes)
-            ],
-            "backdoor": {"suspected": state["suspected"], "classes": flagged},
-        }  # fmt: skip
-
-    def robustness(pm, dataset, config, progress):
-        state["calls"].append(("robustness", config.eps, config.pgd_steps))
-        return {"clean_accuracy": 0.9, "robust_accuracy": state["robust"],
-                "eps": config.eps, "steps": config.pgd_steps}  # fmt: skip
-
-    monkeypatch.setattr(audit_module, "_knowledge", knowledge)
-    monkeypatch.setattr(audit_module, "_patterns", patterns)
-    monkeypatch.setattr(audit_module, "_robustness", robustness)
-    return state
+def files(tiny_inputs):
+    return tiny_inputs
 
 
 def run(files, out, *extra):

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import onnx
 import pytest
-import typer
-from graphs import small_cnn
-from test_audit_cli import fake_analyses  # noqa: F401  (fixture)
+from conftest import cli, make_inputs
 from typer.testing import CliRunner
 
-from onnxaudit.audit import AuditRun
 from onnxaudit.cli import demo as demo_module
-from onnxaudit.cli import user_errors
 from onnxaudit.cli.compare import compare
-from onnxaudit.compare import compare_runs, layer_deltas
-from onnxaudit.errors import AuditError
-from onnxaudit.report import EmbeddedFigure
-from onnxaudit.results.schema import COMPARE_SCHEMA, build_result
+from onnxaudit.pipeline import layer_deltas
+from onnxaudit.results.schema import build_result
 
 runner = CliRunner()
-
-
-def cli(command):
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(user_errors(command))
-    return app
 
 
 def result_with(name, points, ratios):
@@ -50,36 +36,14 @@ def test_layer_deltas_align_by_position_and_subtract():
     assert deltas["layers"][1]["reference_layer"] == "vgg/l1"
 
 
-def test_compare_runs_document_and_figure_titles():
-    fig = EmbeddedFigure("patterns", "data:image/png;base64,AAAA")
-    runs = [
-        AuditRun(result_with("a", [1.0], [0.5]), {"patterns": [fig]}),
-        AuditRun(result_with("b", [2.0], [0.5])),
-    ]
-    compared = compare_runs(runs)
-    assert compared.doc["schema"] == COMPARE_SCHEMA
-    assert [m["model"]["name"] for m in compared.doc["models"]] == ["a", "b"]
-    assert compared.doc["comparison"]["reference"] == "a"
-    assert compared.doc["comparison"]["layer_deltas"][0]["layers"][0]["knowledge_points"] == 1.0
-    assert [f.title for f in compared.figures["patterns"]] == ["a: patterns"]
-    with pytest.raises(AuditError, match="at least two"):
-        compare_runs(runs[:1])
-
-
 @pytest.fixture
 def two_models(tmp_path):
-    paths = []
-    for seed in (0, 1):
-        path = tmp_path / f"cnn{seed}.onnx"
-        onnx.save(small_cnn(seed=seed), path)
-        paths.append(path)
-    rng = np.random.default_rng(0)
-    data = tmp_path / "data.npz"
-    np.savez(data, x=rng.integers(0, 256, (9, 8, 8), dtype=np.uint8), y=np.arange(9) % 3)
-    return paths, data
+    a, data = make_inputs(tmp_path, n=9, model_seed=0, name="cnn0")
+    b, _ = make_inputs(tmp_path, n=9, model_seed=1, name="cnn1")
+    return (a, b), data
 
 
-def test_compare_cli_writes_one_report_for_all_models(two_models, tmp_path, fake_analyses):  # noqa: F811
+def test_compare_cli_writes_one_report_for_all_models(two_models, tmp_path, fake_analyses):
     (a, b), data = two_models
     out = tmp_path / "cmp"
     result = runner.invoke(cli(compare), [str(a), str(b), "--data", str(data), "--out", str(out)])

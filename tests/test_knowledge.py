@@ -18,8 +18,8 @@ from onnxaudit.analyses.knowledge import (
     radial_posterior,
     target_probs,
 )
+from onnxaudit.analyses.knowledge.adversarial import attack_types
 from onnxaudit.analyses.knowledge.align import procrustes_rotation
-from onnxaudit.analyses.knowledge.analysis import attack_types
 from onnxaudit.analyses.knowledge.importance import expert_products, match_regions, sample_partners
 from onnxaudit.analyses.knowledge.points import count_layer
 from onnxaudit.analyses.knowledge.radial import unit

@@ -15,7 +15,6 @@ from onnxaudit.analyses.patterns.evaluate import (
     predictive_power,
     split_search_eval,
 )
-from onnxaudit.analyses.patterns.plots import FIGURES
 from onnxaudit.analyses.patterns.search import (
     ClassPatternSearch,
     blend,
@@ -26,6 +25,7 @@ from onnxaudit.analyses.patterns.search import (
 from onnxaudit.analyses.patterns.shape import shape_stats
 from onnxaudit.analyses.patterns.verdict import anomaly_index, backdoor_verdict
 from onnxaudit.errors import AuditError
+from onnxaudit.report.analysis_figures import pattern_figures
 from onnxaudit.results.schema import jsonable
 
 H = 12
@@ -390,17 +390,17 @@ def test_analyse_patterns_end_to_end_on_onnx(onnx_planted):
         device="cpu",
         progress=lambda s, i, n: stages.add(s),
     )
-    assert stages == {"search", "evaluate"}
+    assert stages == {"patterns: search", "patterns: evaluate"}
     assert result.n_search == result.n_eval == 100  # disjoint halves
     assert result.verdict.classes == [TRIGGER_TARGET]
     white = result.canvas_labels.index("white")
     assert (result.binary_masks[white, TRIGGER_TARGET] * trigger_mask()).sum() == 9
     json.dumps(jsonable(result.to_dict()), allow_nan=False)
-    for plot in FIGURES.values():
-        assert plot(result).axes
+    (figure,) = pattern_figures(result)
+    assert figure.src.startswith("data:image/png;base64,") and len(figure.src) > 1000
 
 
-def test_cli_writes_result_and_figures(onnx_planted, tmp_path):
+def test_cli_writes_result_and_report(onnx_planted, tmp_path):
     import typer
     from typer.testing import CliRunner
 
@@ -419,8 +419,5 @@ def test_cli_writes_result_and_figures(onnx_planted, tmp_path):
     assert [r["class"] for r in rows] == [2, 3]
     assert {"class", "name", "predictive_power", "mask_l1", "anomaly_index"} <= set(rows[0])
     assert isinstance(doc["patterns"]["backdoor"]["suspected"], bool)
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "patterns-anomaly.png",
-        "patterns-patterns.png",
-        "patterns-power.png",
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "result.json"]
+    assert "Pattern of each class" in (tmp_path / "report.html").read_text()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from onnxaudit.errors import AuditError
-from onnxaudit.report import flatten, render_report, verdicts
+from onnxaudit.report.render import flatten, render_report, verdicts
 from onnxaudit.results.schema import build_comparison, build_result, dumps, write_atomic
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,71 +1,53 @@
-"""`onnxaudit attack`: clean and L-inf PGD robust accuracy through the ONNX input gradient."""
+"""`onnxaudit attack`: the audit restricted to PGD robustness (`audit --only robustness`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from onnxaudit.analyses.robustness import robustness
-from onnxaudit.cli.common import (
-    BATCH_SIZE,
-    DATA,
-    DEVICE,
-    MEAN,
-    MODEL,
-    PER_CLASS,
-    SEED,
-    STD,
-    THREADS,
-    console,
-    load_inputs,
+from onnxaudit.cli.common import audit_and_write
+from onnxaudit.cli.options import (
+    BatchSize,
+    Data,
+    Device,
+    Eps,
+    Mean,
+    Model,
+    OptionalOut,
+    PerClass,
+    Seed,
+    Std,
+    Step,
+    Steps,
+    Threads,
+    settings_from_options,
 )
-from onnxaudit.errors import AuditError
-from onnxaudit.results.schema import build_result, dumps, model_section, write_atomic
+from onnxaudit.results.run import AuditResult
 
 
 def attack(
-    model: Path = MODEL,
-    data: Path = DATA,
-    eps: float = typer.Option(0.1, "--eps", help="L-inf radius on [0, 1] pixels."),
-    steps: int = typer.Option(10, "--steps", help="PGD iterations."),
-    step: float = typer.Option(None, "--step", help="Step size (default 2.5 * eps / steps)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Also write the result as JSON here."),
-    per_class: int = PER_CLASS,
-    seed: int = SEED,
-    mean: str = MEAN,
-    std: str = STD,
-    device: str = DEVICE,
-    threads: int = THREADS,
-    batch_size: int = BATCH_SIZE,
+    model: Model,
+    data: Data,
+    eps: Eps = 0.1,
+    steps: Steps = 10,
+    step: Step = None,
+    out: OptionalOut = None,
+    per_class: PerClass = None,
+    seed: Seed = 0,
+    mean: Mean = None,
+    std: Std = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    batch_size: BatchSize = 128,
 ) -> None:
     """Print clean and PGD robust accuracy (untargeted, random start, final iterate)."""
-    if eps < 0 or steps < 0:
-        raise AuditError(f"--eps and --steps must be >= 0 (got {eps}, {steps})")
-    prepared, dataset = load_inputs(model, data, per_class, seed, mean, std)
-    images = dataset.images(prepared.info.input_shape)
-    console.print(f"PGD-{steps} at eps {eps} on {len(dataset)} images ...")
-    result = robustness(
-        prepared.proto,
-        images,
-        dataset.labels,
-        eps=eps,
-        steps=steps,
-        step=step,
-        seed=seed,
-        device=device,
-        threads=threads,
-        batch_size=batch_size,
+    settings = settings_from_options(locals()).only("robustness")
+    audit_and_write(model, data, settings, out, summary=print_accuracies)
+
+
+def print_accuracies(result: AuditResult) -> None:
+    section = result.to_dict()["robustness"]
+    typer.echo(f"clean accuracy:  {section['clean_accuracy']:.4f}")
+    typer.echo(
+        f"robust accuracy: {section['robust_accuracy']:.4f}  "
+        f"(PGD-{section['steps']}, eps {section['eps']})"
     )
-    typer.echo(f"clean accuracy:  {result.clean_accuracy:.4f}")
-    typer.echo(f"robust accuracy: {result.robust_accuracy:.4f}  (PGD-{steps}, eps {eps})")
-    if out is not None:
-        settings = {"eps": eps, "steps": steps, "step": step, "seed": seed}
-        doc = build_result(
-            model_section(prepared),
-            dataset.identity(per_class, seed),
-            settings,
-            robustness=result,
-        )
-        write_atomic(out, dumps(doc))
-        console.print(f"wrote {out}")

@@ -1,21 +1,110 @@
-"""Options, progress bars and output helpers shared by the CLI verbs."""
+"""What the CLI verbs share: the progress display, running a restricted or full audit, writing
+its outputs, printing verdicts and gates."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from onnxaudit.data import Dataset, load_dataset
 from onnxaudit.errors import AuditError
-from onnxaudit.model import PreparedModel, prepare_model
+from onnxaudit.model import PreparedModel
+from onnxaudit.pipeline import check_compatible, prepare_inputs, run_audit
+from onnxaudit.progress import ProgressFn
+from onnxaudit.report import verdicts, write_report
+from onnxaudit.results.gates import GateOutcome, GateSpec, baseline_layers, evaluate
+from onnxaudit.results.run import AuditResult
+from onnxaudit.settings import Settings
 
 console = Console(stderr=True)
 
+
+@contextmanager
+def progress() -> Iterator[Progress]:
+    """A rich progress display on stderr, with elapsed time and ETA per stage."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        yield bar
+
+
+def stage_progress(bar: Progress) -> ProgressFn:
+    """A (stage, done, total) callback drawing one progress bar per stage."""
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return update
+
+
+def audit_and_write(
+    model: Path,
+    data: Path,
+    settings: Settings,
+    out: Path | None,
+    spec: GateSpec | None = None,
+    junit: Path | None = None,
+    summary: Callable[[AuditResult], None] | None = None,
+) -> None:
+    """The flow of `audit` and of the one-analysis verbs: validate, run, write, print, gate.
+
+    `summary` prints a verb's own lines (e.g. accuracies) in place of the verdict lines."""
+    spec = spec or GateSpec()
+    needed = spec.needs() & settings.skip
+    if needed:
+        raise AuditError(f"the requested gates need {', '.join(sorted(needed))}; do not skip it")
+    pm, dataset = prepare_inputs(model, data, settings)
+    settings = settings.update(layers=settings.layers or baseline_layers(pm.info, spec.baseline))
+    with progress() as bar:
+        result = run_audit(pm, dataset, settings, stage_progress(bar))
+    outcomes = evaluate(result.to_dict(), spec)
+    if out is not None:
+        paths = write_report(result, out, outcomes, junit)
+        typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    (summary or print_verdicts)(result)
+    report_outcomes(outcomes)
+
+
+def print_verdicts(result: AuditResult) -> None:
+    """One line per analysis that ran."""
+    for card in verdicts(result.to_dict()):
+        if card["status"] != "na":
+            typer.echo(f"{card['label']}: {card['text']}")
+
+
+def report_outcomes(outcomes: Sequence[GateOutcome]) -> None:
+    """Print each gate on stdout; exit 1 when one failed (outputs are already written)."""
+    for outcome in outcomes:
+        typer.echo(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.name}: {outcome.message}")
+    failed = [o.name for o in outcomes if not o.passed]
+    if failed:
+        typer.echo(f"{len(failed)} of {len(outcomes)} gates failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+# Legacy option objects of the `layers` and `extract` verbs (moved to cli/options.py elsewhere).
 MODEL = typer.Argument(
     ..., help="The classifier, an .onnx file (external .onnx.data beside it is read)."
 )
@@ -38,21 +127,6 @@ MEAN = typer.Option(
 STD = typer.Option(None, "--std", help="Per-channel std the model expects, e.g. 0.229,0.224,0.225.")
 
 
-def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
-    """'0.5,0.5' -> (0.5, 0.5); None stays None."""
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise AuditError(f"--{what} takes comma-separated numbers, got {text!r}") from None
-
-
-def parse_names(text: str | None) -> list[str]:
-    """'a,b' -> ['a', 'b']; None -> []."""
-    return [t.strip() for t in text.split(",") if t.strip()] if text else []
-
-
 def load_inputs(
     model: Path,
     data: Path,
@@ -62,32 +136,17 @@ def load_inputs(
     std: str | None = None,
 ) -> tuple[PreparedModel, Dataset]:
     """The prepared model and the (subset of the) data, checked against each other."""
-    prepared = prepare_model(model, parse_floats(mean, "mean"), parse_floats(std, "std"))
-    dataset = load_dataset(data).subset(per_class, seed)
-    check_compatible(prepared, dataset, data)
+    from onnxaudit.cli.options import parse_floats
+    from onnxaudit.seeds import purpose
+    from onnxaudit.settings import ModelOptions
+
+    prepared = ModelOptions(parse_floats(mean, "--mean"), parse_floats(std, "--std")).prepare(model)
+    dataset = load_dataset(data).subset(per_class, purpose(seed, "subset"))
+    check_compatible(prepared, dataset)
     return prepared, dataset
 
 
-def check_compatible(model: PreparedModel, dataset: Dataset, data_path: Path | str) -> None:
-    """Labels must be classes of the model, and the first image must convert to its input."""
-    if int(dataset.labels.max()) >= model.info.num_classes:
-        raise AuditError(
-            f"labels go up to {int(dataset.labels.max())} but the model has "
-            f"{model.info.num_classes} classes",
-            data_path,
-        )
-    dataset.images(model.info.input_shape, [0])
+def parse_names(text: str | None) -> list[str]:
+    from onnxaudit.cli.options import parse_names as parse
 
-
-@contextmanager
-def progress() -> Iterator[Progress]:
-    """A rich progress display on stderr (silent when stderr is not a terminal)."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        yield bar
+    return parse(text)

@@ -2,80 +2,81 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from onnxaudit.audit import AuditConfig, write_report
-from onnxaudit.cli.audit import (
-    EPS,
-    LAYERS,
-    OUT,
-    PATTERN_EPOCHS,
-    PER_CLASS,
-    SKIP,
-    STEPS,
-    stage_progress,
+from onnxaudit.cli.common import progress, report_outcomes, stage_progress
+from onnxaudit.cli.options import (
+    Data,
+    Device,
+    Eps,
+    FailOn,
+    Junit,
+    KnowledgePerClass,
+    Layers,
+    Mean,
+    MinReliableRatio,
+    MinRobustAccuracy,
+    Models,
+    Only,
+    Out,
+    PatternEpochs,
+    PerClass,
+    Seed,
+    Skip,
+    Std,
+    Steps,
+    Threads,
+    gates_from_options,
+    settings_from_options,
 )
-from onnxaudit.cli.common import (
-    DATA,
-    DEVICE,
-    MEAN,
-    SEED,
-    STD,
-    THREADS,
-    check_compatible,
-    parse_floats,
-    parse_names,
-    progress,
-)
-from onnxaudit.compare import audit_models, compare_runs
 from onnxaudit.data import load_dataset
 from onnxaudit.errors import AuditError
-from onnxaudit.model import prepare_model
+from onnxaudit.pipeline import compare as compare_models
+from onnxaudit.pipeline import prepare_inputs
+from onnxaudit.report import verdicts, write_report
+from onnxaudit.results.gates import evaluate_many
 
 
 def compare(
-    models: list[Path] = typer.Argument(
-        ..., help="Two or more .onnx classifiers; the first is the reference."
-    ),
-    data: Path = DATA,
-    out: Path = OUT,
-    per_class: int = PER_CLASS,
-    seed: int = SEED,
-    device: str = DEVICE,
-    threads: int = THREADS,
-    mean: str = MEAN,
-    std: str = STD,
-    layers: str = LAYERS,
-    skip: str = SKIP,
-    eps: float = EPS,
-    steps: int = STEPS,
-    pattern_epochs: float = PATTERN_EPOCHS,
+    models: Models,
+    data: Data,
+    out: Out,
+    per_class: PerClass = 20,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = None,
+    mean: Mean = None,
+    std: Std = None,
+    layers: Layers = None,
+    knowledge_per_class: KnowledgePerClass = None,
+    skip: Skip = None,
+    only: Only = None,
+    eps: Eps = 0.1,
+    steps: Steps = 10,
+    pattern_epochs: PatternEpochs = 5.0,
+    junit: Junit = None,
+    fail_on: FailOn = None,
+    min_reliable_ratio: MinReliableRatio = None,
+    min_robust_accuracy: MinRobustAccuracy = None,
 ) -> None:
-    """Compare models (e.g. normal, adversarially trained, distilled, backdoored) in one report."""
+    """Compare models (e.g. normal, adversarially trained, distilled, backdoored) in one report;
+    gates apply to every model (exit 1 if any model fails one)."""
+    options = locals()
+    settings = settings_from_options(options)
+    spec = gates_from_options(options)
+    needed = spec.needs() & settings.skip
+    if needed:
+        raise AuditError(f"the requested gates need {', '.join(sorted(needed))}; do not skip it")
     if len(models) < 2:
         raise AuditError("compare needs at least two models")
-    prepared = [
-        prepare_model(path, parse_floats(mean, "mean"), parse_floats(std, "std")) for path in models
-    ]
-    dataset = load_dataset(data).subset(per_class, seed)
-    for pm in prepared:
-        check_compatible(pm, dataset, data)
-    config = AuditConfig(
-        per_class=per_class,
-        seed=seed,
-        device=device,
-        threads=threads,
-        layers=parse_names(layers) or None,
-        patterns_epochs=pattern_epochs,
-        eps=eps,
-        pgd_steps=steps,
-        skip=frozenset(parse_names(skip)),
-    )
+    dataset = load_dataset(data)
+    prepared = [prepare_inputs(path, dataset, settings)[0] for path in models]  # validate first
     with progress() as bar:
-        update = stage_progress(bar)
-        runs = audit_models(prepared, dataset, config, update)
-        compared = compare_runs(runs, update, device, threads)
-    paths = write_report(out, compared.doc, compared.figures)
+        result = compare_models(prepared, dataset, settings, stage_progress(bar))
+    outcomes = evaluate_many([run.to_dict() for run in result.runs], spec)
+    paths = write_report(result, out, outcomes, junit)
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    for run in result.runs:
+        cards = [c for c in verdicts(run.to_dict()) if c["status"] != "na"]
+        typer.echo(f"{run.name}: " + "; ".join(f"{c['label']} {c['text']}" for c in cards))
+    report_outcomes(outcomes)

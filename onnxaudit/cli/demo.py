@@ -1,21 +1,28 @@
-"""`onnxaudit demo`: audit and compare the committed model zoo; regenerates reports/demo."""
+"""`onnxaudit demo`: audit and compare the committed model zoo in one showcase."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 import onnxaudit
-from onnxaudit.audit import AuditConfig, write_audit, write_report
-from onnxaudit.cli.audit import stage_progress
-from onnxaudit.cli.common import DEVICE, SEED, THREADS, check_compatible, progress
-from onnxaudit.compare import audit_models, compare_runs
-from onnxaudit.data import load_dataset
+from onnxaudit.cli.common import print_verdicts, progress, stage_progress
+from onnxaudit.cli.options import (
+    Device,
+    Eps,
+    KnowledgePerClass,
+    PatternEpochs,
+    PerClass,
+    Seed,
+    Steps,
+    Threads,
+)
 from onnxaudit.errors import AuditError
-from onnxaudit.model import prepare_model
+from onnxaudit.pipeline import compare
+from onnxaudit.report import write_report
+from onnxaudit.settings import Settings
 
 # Normal, adversarially trained, distilled, and the two backdoored models (patch and blend).
 ZOO = ("vgg", "vgg-adv", "vgg-student", "vgg-badnets", "resnet", "resnet-blend")
@@ -42,31 +49,27 @@ def zoo_paths(root: Path) -> list[Path]:
 
 
 def demo(
-    out: Path = typer.Option(Path("reports/demo"), "--out", "-o", help="Folder of the showcase."),
-    per_class: int = typer.Option(
-        20, "--per-class", help="Images per class for patterns and PGD (demo: small)."
+    out: Path = typer.Option(
+        Path("reports/demo"), "--out", "-o", help="Folder of the showcase.", metavar="DIR"
     ),
-    knowledge_per_class: int = typer.Option(
-        6, "--knowledge-per-class", help="Images per class for knowledge points (demo: few)."
-    ),
-    steps: int = typer.Option(5, "--steps", help="PGD steps (demo: few)."),
-    eps: float = typer.Option(0.1, "--eps", help="L-inf PGD radius in [0, 1] pixel units."),
-    pattern_epochs: float = typer.Option(5.0, "--pattern-epochs", help="Pattern-search epochs."),
+    per_class: PerClass = 20,
+    knowledge_per_class: KnowledgePerClass = 6,
+    steps: Steps = 5,
+    eps: Eps = 0.1,
+    pattern_epochs: PatternEpochs = 5.0,
     emergence: bool = typer.Option(
-        True, help="Knowledge emergence over vgg's training checkpoints (models/zoo/checkpoints)."
+        True,
+        help="Knowledge emergence over vgg's training checkpoints (models/zoo/checkpoints).",
+        metavar="",
     ),
-    seed: int = SEED,
-    device: str = DEVICE,
-    threads: int = THREADS,
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = None,
 ) -> None:
     """Audit every zoo model, then compare them all; writes OUT/<model>/ and OUT/compare/."""
     root = repo_root()
     paths = zoo_paths(root)
-    dataset = replace(load_dataset(root / SUBSET).subset(per_class, seed), source=SUBSET.as_posix())
-    models = [prepare_model(root / path) for path in paths]
-    for pm in models:
-        check_compatible(pm, dataset, SUBSET)
-    config = AuditConfig(
+    settings = Settings(
         per_class=per_class,
         seed=seed,
         device=device,
@@ -86,15 +89,23 @@ def demo(
     checkpoints = [
         os.path.relpath(path) for path in sorted((root / CHECKPOINTS).glob("vgg-iter*.onnx"))
     ][::-2][::-1]  # every second one, ending with the last (time budget)
-    configs = [
-        replace(config, checkpoints=checkpoints if emergence and path.stem == "vgg" else [])
+    per_model = [
+        settings.update(checkpoints=checkpoints if emergence and path.stem == "vgg" else ())
         for path in paths
     ]
+    data = onnxaudit.load_data(root / SUBSET)
+    data.source = SUBSET.as_posix()
     with progress() as bar:
-        update = stage_progress(bar)
-        runs = audit_models(models, dataset, configs, update, [p.as_posix() for p in paths])
-        compared = compare_runs(runs, update, device, threads)
-    for path, run in zip(paths, runs, strict=True):
-        write_audit(out / path.stem, run, notes=notes)
-    written = write_report(out / "compare", compared.doc, compared.figures, notes)
-    typer.echo(f"wrote {len(runs)} audits under {out}/ and {written['report.html']}")
+        result = compare(
+            [root / p for p in paths],
+            data,
+            per_model,
+            stage_progress(bar),
+            display_paths=[p.as_posix() for p in paths],
+        )
+    for run in result.runs:
+        write_report(run, out / run.name, notes=notes)
+        typer.echo(f"{run.name}:")
+        print_verdicts(run)
+    written = write_report(result, out / "compare", notes=notes)
+    typer.echo(f"wrote {len(result.runs)} audits under {out}/ and {written['report.html']}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +33,6 @@ def embed_figure(fig: Figure, title: str, caption: str = "", dpi: int = 100) -> 
     """Render `fig` to PNG and inline it as base64, so report.html stays one self-contained file."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    if "matplotlib.pyplot" in sys.modules:  # figures from pyplot stay registered until closed
-        sys.modules["matplotlib.pyplot"].close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     return EmbeddedFigure(title=title, src=f"data:image/png;base64,{encoded}", caption=caption)
 
@@ -129,10 +126,10 @@ def patterns_chart(result: Mapping[str, Any]) -> Figure | None:
     x = np.arange(len(classes))
     fig = Figure(figsize=(11, 3.4), layout="constrained")
     power_ax, anomaly_ax = fig.subplots(1, 2)
-    power_ax.bar(x, [_num(c.get("predictive_power")) for c in classes], color=colors)
+    power_ax.bar(x, [_or_nan(c.get("predictive_power")) for c in classes], color=colors)
     power_ax.set_ylim(0, 1.05)
     power_ax.set_title("predictive power of each class pattern", fontsize=10)
-    anomaly = [_num(c.get("anomaly_index")) for c in classes]
+    anomaly = [_or_nan(c.get("anomaly_index")) for c in classes]
     anomaly_ax.bar(x, anomaly, color=colors)
     if np.nanmax(np.abs(anomaly), initial=0.0) > 100:  # a zero MAD makes one index explode
         anomaly_ax.set_yscale("symlog")
@@ -152,7 +149,7 @@ def anomaly_heatmap(results: Sequence[Mapping[str, Any]]) -> Figure | None:
     grid = np.full((len(rows), len(classes)), np.nan)
     for i, r in enumerate(rows):
         for j, entry in enumerate(r["patterns"]["classes"][: len(classes)]):
-            grid[i, j] = _num(entry.get("anomaly_index"))
+            grid[i, j] = _or_nan(entry.get("anomaly_index"))
     fig = Figure(figsize=(11, 0.6 * len(rows) + 1.6), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="Reds", aspect="auto")
@@ -179,8 +176,8 @@ def robustness_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
     x = np.arange(len(rows))
     fig = Figure(figsize=(max(4.0, 1.3 * len(rows) + 2), 3.2), layout="constrained")
     ax = fig.subplots()
-    clean = [_num(r["robustness"].get("clean_accuracy")) for r in rows]
-    robust = [_num(r["robustness"].get("robust_accuracy")) for r in rows]
+    clean = [_or_nan(r["robustness"].get("clean_accuracy")) for r in rows]
+    robust = [_or_nan(r["robustness"].get("robust_accuracy")) for r in rows]
     ax.bar(x - 0.2, clean, width=0.4, label="clean", color=PALETTE[0])
     ax.bar(x + 0.2, robust, width=0.4, label="PGD", color=PALETTE[1])
     ax.set_xticks(x, [plain(model_label(r)) for r in rows], rotation=20, ha="right")
@@ -191,7 +188,8 @@ def robustness_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
     return fig
 
 
-def _num(value: Any) -> float:
+def _or_nan(value: Any) -> float:
+    """A chart value: missing numbers become NaN (matplotlib leaves a gap)."""
     return np.nan if value is None else float(value)
 
 
@@ -210,10 +208,10 @@ def shared_space_chart(comparisons: Sequence[Mapping[str, Any]]) -> Figure | Non
     for i, (name, rows) in enumerate(reference + others):
         style = {"marker": "o", "color": PALETTE[i % len(PALETTE)], "label": plain(name)}
         positions = np.arange(1, len(rows) + 1)
-        axes[0].plot(positions, [_num(r.get("knowledge_points")) for r in rows], **style)
-        axes[1].plot(positions, [_num(r.get("reliable_ratio")) for r in rows], **style)
+        axes[0].plot(positions, [_or_nan(r.get("knowledge_points")) for r in rows], **style)
+        axes[1].plot(positions, [_or_nan(r.get("reliable_ratio")) for r in rows], **style)
         if i:
-            cos = [_num(r.get("mean_one_minus_cos")) for r in comparisons[i - 1]["layers"]]
+            cos = [_or_nan(r.get("mean_one_minus_cos")) for r in comparisons[i - 1]["layers"]]
             axes[2].plot(positions, cos, **style)
     titles = ("knowledge points / image", "reliable ratio", "mean 1 − cos to the reference")
     _style_layer_axes(axes, titles, ratio_axis=1)

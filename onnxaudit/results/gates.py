@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from onnxaudit.errors import AuditError
+from onnxaudit.model import ModelInfo
 
 ALL_LAYERS = "*"
 
@@ -68,6 +69,16 @@ class GateSpec:
             "baseline_sha256": None if self.baseline is None else self.baseline["model"]["sha256"],
             "max_drop": self.max_drop,
         }
+
+
+def baseline_layers(info: ModelInfo, baseline: Mapping[str, Any] | None) -> tuple[str, ...] | None:
+    """The baseline's analysed layers when this model has all of them, so --max-drop compares
+    like with like; None (the analysis's default choice) otherwise."""
+    if baseline is None:
+        return None
+    names = [entry["name"] for entry in (baseline.get("knowledge") or {}).get("layers") or []]
+    candidates = {layer.name for layer in info.layers}
+    return tuple(names) if names and set(names) <= candidates else None
 
 
 def parse_threshold(text: str) -> tuple[str, float]:
@@ -220,6 +231,15 @@ def evaluate(result: Mapping[str, Any], spec: GateSpec) -> list[GateOutcome]:
     if spec.baseline is not None and spec.max_drop is not None:
         outcomes.extend(check_max_drop(result, spec.baseline, spec.max_drop))
     return outcomes
+
+
+def evaluate_many(results: list[Mapping[str, Any]], spec: GateSpec) -> list[GateOutcome]:
+    """Every requested gate on every model (compare); each outcome names its model."""
+    return [
+        GateOutcome(f"{result['model']['name']}: {o.name}", o.passed, o.message)
+        for result in results
+        for o in evaluate(result, spec)
+    ]
 
 
 def junit_xml(outcomes: list[GateOutcome], suite: str = "onnxaudit") -> str:

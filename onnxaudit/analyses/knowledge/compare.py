@@ -10,21 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from onnxaudit.analyses.knowledge.analysis import (
-    KnowledgeResult,
-    Progress,
-    _extract,
-    default_layers,
-    fit_layer,
-    layer_grids,
-)
+from onnxaudit.analyses.knowledge.analysis import default_layers
+from onnxaudit.analyses.knowledge.fit import extract_features, fit_layer, layer_grids, layer_seed
 from onnxaudit.analyses.knowledge.points import LayerKnowledge, count_layer
 from onnxaudit.analyses.knowledge.radial import one_minus_cos as radial_one_minus_cos
 from onnxaudit.analyses.knowledge.radial import strength, target_probs
+from onnxaudit.analyses.knowledge.results import KnowledgeResult
+from onnxaudit.model import PreparedModel
+from onnxaudit.progress import ProgressFn, silent
 from onnxaudit.results.schema import jsonable
 
 COS_BINS = np.linspace(0.0, 2.0, 41)
@@ -77,10 +73,10 @@ class ModelComparison:
 
 def compare_models(
     reference: KnowledgeResult,
-    other: Any,
+    other: PreparedModel,
     layers: Sequence[str] | None = None,
     device: str = "auto",
-    progress: Progress | None = None,
+    progress: ProgressFn = silent,
     threads: int | None = None,
     reference_name: str = "reference",
 ) -> ModelComparison:
@@ -89,18 +85,19 @@ def compare_models(
     Layers pair by position with the reference's analysed layers (default: `other`'s own
     default choice), so architectures with different names or widths can be compared.
     """
-    report = progress or (lambda stage, done, total: None)
     settings = reference.settings
     names = list(layers) if layers else default_layers(other.info)
     pairs = list(zip(reference.layers, names, strict=False))
-    feats = _extract(other, reference.images, [n for _, n in pairs], settings, device, threads)
+    feats = extract_features(
+        other, reference.images, [n for _, n in pairs], settings.grid, device, threads
+    )
     grids = layer_grids(other, [n for _, n in pairs], settings.grid)
     probs = target_probs(feats["logits"], settings.temperature)
     g, mu = reference.sample.embedding, reference.sample.mu
     out = []
     for done, (ref_layer, name) in enumerate(pairs):
-        report("knowledge: compare", done, len(pairs))
-        embedding, _ = fit_layer(feats[name], probs, g, settings, reference.seed)
+        progress("knowledge: compare", done, len(pairs))
+        embedding, _ = fit_layer(feats[name], probs, g, settings, layer_seed(reference.seed, done))
         h = embedding.transform(feats[name])
         counted = count_layer(
             name, h, grids[name], mu, settings.sample_kappa, reference.labels, settings.tau
@@ -114,7 +111,7 @@ def compare_models(
             row.mean_one_minus_cos = float(one_minus_cos.mean())
             row.mean_strength_difference = float(diff.mean())
         out.append(row)
-    report("knowledge: compare", len(pairs), len(pairs))
+    progress("knowledge: compare", len(pairs), len(pairs))
     return ModelComparison(Path(other.path).stem, reference_name, out)
 
 

@@ -60,7 +60,7 @@ class ImportanceWeights:
 
     def __init__(
         self,
-        partners: int = 32,
+        partners: int = 16,
         kappa_p: float = 5.0,
         kappa_match: float = 1000.0 / 512.0,
         steps: int = 20,
@@ -68,7 +68,7 @@ class ImportanceWeights:
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         batch_size: int = 64,
-        rematch_top: int = 64,
+        rematch_top: int = 48,
         seed: int = 0,
     ) -> None:
         self.partners = partners

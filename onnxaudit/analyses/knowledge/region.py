@@ -45,8 +45,8 @@ class RegionEmbedding:
         lambda_kl: float = 1.0,
         lambda_align: float = 0.1,
         weight_decay: float = 5e-4,
-        max_iter: int = 100,
-        regions_per_sample: int = 64,
+        max_iter: int = 40,
+        regions_per_sample: int = 48,
     ) -> None:
         self.dim = dim
         self.kappa = kappa or LinearKappa(1.0, 1000.0)

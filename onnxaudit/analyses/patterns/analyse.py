@@ -21,13 +21,17 @@ from onnxaudit.analyses.patterns.search import ClassPatternSearch
 from onnxaudit.analyses.patterns.shape import ShapeStats, shape_stats
 from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
 from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, backdoor_verdict, universal_verdict
+from onnxaudit.data import Dataset
+from onnxaudit.model import PreparedModel
+from onnxaudit.progress import ProgressFn, silent
+from onnxaudit.seeds import Seed, as_int, child
 
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
 K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted patch fits in it)
 DEFAULT_CANVASES = ("confident", "white", "free")
-StageProgress = Callable[[str, int, int], None]
+SPLIT_STREAM, SEARCH_STREAM = 0, 1  # children of the patterns stream (the search's own: 0, 1)
 
 
 @dataclass
@@ -127,17 +131,18 @@ class PatternsResult:
 
 
 def _num(value: Any) -> float | None:
+    """A JSON number: NaN and infinities (no such size, no such power) become null."""
     return None if value is None or not np.isfinite(value) else float(value)
 
 
 def analyse_patterns(
-    pm: Any,
-    dataset: Any,
+    pm: PreparedModel,
+    dataset: Dataset,
     classes: Sequence[int] | None = None,
     k: float = 0.05,
-    seed: int = 0,
+    seed: Seed = 0,
     device: str = "auto",
-    progress: StageProgress | None = None,
+    progress: ProgressFn = silent,
     canvas: str | Sequence[str] = DEFAULT_CANVASES,
     epochs: float = 5,
     batch_per_class: int = 4,
@@ -154,7 +159,7 @@ def analyse_patterns(
     info = pm.info
     x = dataset.images(info.input_shape)
     y = np.asarray(dataset.labels, dtype=np.int64)
-    search_idx, eval_idx = split_search_eval(y, search_fraction, seed)
+    search_idx, eval_idx = split_search_eval(y, search_fraction, child(seed, SPLIT_STREAM))
     grad = InputGradient(
         pm.proto,
         objective=CrossEntropy(targeted=False, reduction="sum"),
@@ -172,8 +177,8 @@ def analyse_patterns(
         epochs=epochs,
         canvas=canvas,
         classes=classes,
-        seed=seed,
-        progress=None if progress is None else lambda i, n: progress("search", i, n),
+        seed=as_int(child(seed, SEARCH_STREAM)),
+        progress=lambda i, n: progress("patterns: search", i, n),
     ).fit(grad, x[search_idx], y[search_idx])
     return measure(
         search,
@@ -193,7 +198,7 @@ def measure(
     y_eval: np.ndarray,
     num_classes: int,
     class_names: Sequence[str],
-    progress: StageProgress | None = None,
+    progress: ProgressFn = silent,
     k_grid: Sequence[float] = K_GRID,
     curve_per_class: int = 20,
 ) -> PatternsResult:
@@ -206,7 +211,7 @@ def measure(
     classes = [int(t) for t in search.classes_]
     n_canvas = len(search.canvas_labels_)
     clean_pred = predict_labels(predict, x_eval)
-    few = split_search_eval(y_eval, curve_per_class, seed=search.seed)[0]
+    few = split_search_eval(y_eval, curve_per_class, seed=child(search.seed, 0))[0]
     tables, curves = [], []
     for v in range(n_canvas):
         tables.append(
@@ -232,8 +237,7 @@ def measure(
                 search.pressure_[v],
             )
         )
-        if progress is not None:
-            progress("evaluate", v + 1, n_canvas)
+        progress("patterns: evaluate", v + 1, n_canvas)
     table = np.stack(tables)
     curve = np.stack(curves)
     power = np.stack([overall_power(tab, y_eval, classes) for tab in table])
@@ -245,7 +249,7 @@ def measure(
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
     spread = np.array([[c.spread for c in per_canvas] for per_canvas in core_shapes])
-    noise = NoiseBlendResponse(seed=search.seed).fit(predict, x_eval, y_eval, classes)
+    noise = NoiseBlendResponse(seed=child(search.seed, 1)).fit(predict, x_eval, y_eval, classes)
     universal = universal_verdict(noise.rate_, classes, noise.alphas)
     verdict = backdoor_verdict(
         mask_l1, power, spread, search.canvas_labels_, classes, universal=universal

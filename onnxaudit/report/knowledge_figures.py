@@ -1,26 +1,28 @@
-"""Figures of paper 1; every function returns a matplotlib Figure (Agg) for the report to embed."""
+"""Image-level figures of a KnowledgeResult (embeddings, knowledge points on images) that need
+its arrays; charts that a result.json alone can draw (counts, emergence) live in figures.py.
+
+Built on `matplotlib.figure.Figure` (no pyplot): no backend is chosen, no global state is kept.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from onnxaudit.analyses.knowledge.analysis import EmergenceResult, KnowledgeResult  # noqa: E402
-from onnxaudit.analyses.knowledge.compare import COS_BINS, STRENGTH_BINS, ModelComparison  # noqa: E402
+from onnxaudit.analyses.knowledge.compare import COS_BINS, STRENGTH_BINS, ModelComparison
+from onnxaudit.analyses.knowledge.results import KnowledgeResult
 
 VIEWS = ((0, 1), (0, 2), (1, 2))
 MAX_POINTS = 3000
 
 
 def _colors(n: int) -> np.ndarray:
-    return plt.get_cmap("tab10" if n <= 10 else "tab20")(np.arange(n) % 20)
+    return matplotlib.colormaps["tab10" if n <= 10 else "tab20"](np.arange(n) % 20)
 
 
 def _scatter_views(
@@ -45,13 +47,14 @@ def _scatter_views(
 
 def _legend(fig: Figure, names: list[str]) -> None:
     colors = _colors(len(names))
-    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[c]) for c in range(len(names))]
+    handles = [Line2D([], [], marker="o", ls="", color=colors[c]) for c in range(len(names))]
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8)
 
 
 def plot_sample_embedding(result: KnowledgeResult) -> Figure:
     """The 3-D sample embedding g as three 2-D views, with each class direction mu_c."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
+    fig = Figure(figsize=(12, 4.6))
+    axes = fig.subplots(1, 3)
     s = result.sample
     _scatter_views(axes, s.embedding, result.labels, s.mu, result.classes)
     fig.suptitle(
@@ -66,7 +69,8 @@ def plot_sample_embedding(result: KnowledgeResult) -> Figure:
 def plot_region_embeddings(result: KnowledgeResult, seed: int = 0) -> Figure:
     """Regional embeddings h of each layer (views 1-2 and 1-3), coloured by the image's class."""
     rows = len(result.layers)
-    fig, axes = plt.subplots(rows, 2, figsize=(8, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(8, 3.6 * rows))
+    axes = fig.subplots(rows, 2, squeeze=False)
     rng = np.random.default_rng(seed)
     for ax_row, layer in zip(axes, result.layers, strict=True):
         h = layer.embedding
@@ -88,7 +92,8 @@ def plot_knowledge_grid(result: KnowledgeResult, per_class: int = 1) -> Figure:
         [np.flatnonzero(result.labels == c)[:per_class] for c in np.unique(result.labels)]
     )
     rows, cols = len(result.layers), len(picks)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1, 1.4 * rows + 0.6), squeeze=False)
+    fig = Figure(figsize=(1.3 * cols + 1, 1.4 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax_row, layer in zip(axes, result.layers, strict=True):
         for ax, i in zip(ax_row, picks, strict=True):
             image = np.moveaxis(result.images[i], 0, -1)
@@ -122,33 +127,14 @@ def plot_knowledge_grid(result: KnowledgeResult, per_class: int = 1) -> Figure:
     return fig
 
 
-def plot_emergence(emergence: EmergenceResult) -> Figure:
-    """Knowledge points and reliable points per image across checkpoints, one line per layer."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    known = all(it is not None for it in emergence.iterations)
-    x = np.array(emergence.iterations if known else range(len(emergence.checkpoints)), float)
-    for j, name in enumerate(emergence.layers):
-        axes[0].plot(x, emergence.knowledge_points[:, j], marker="o", label=name)
-        axes[1].plot(x, emergence.reliable_knowledge_points[:, j], marker="o", label=name)
-    for ax, title in zip(
-        axes, ("knowledge points / image", "reliable points / image"), strict=True
-    ):
-        ax.set_title(title)
-        ax.set_xlabel("training iteration" if known else "checkpoint")
-        if known and x.max() > 0:
-            ax.set_xscale("symlog", linthresh=max(1.0, float(np.min(x[x > 0]))))
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def plot_adversarial(result: KnowledgeResult) -> Figure | None:
     """How far PGD moves regional features per layer: mean 1 - cos and mean |strength change|."""
     adv = result.adversarial
     if adv is None:
         return None
     names = [layer.name for layer in adv.layers]
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
     pos = np.arange(len(names))
     ax.plot(pos, [layer.delta_orientation for layer in adv.layers], marker="o", label="orientation")
     ax.plot(pos, [layer.delta_strength for layer in adv.layers], marker="s", label="strength")
@@ -163,9 +149,8 @@ def plot_adversarial(result: KnowledgeResult) -> Figure | None:
 def plot_comparison(comparison: ModelComparison) -> Figure:
     """Per layer: histograms of 1 - cos and of the strength difference, other vs reference."""
     rows = [row for row in comparison.layers if row.cos_hist is not None]
-    fig, axes = plt.subplots(
-        max(1, len(rows)), 2, figsize=(9, 2.6 * max(1, len(rows))), squeeze=False
-    )
+    fig = Figure(figsize=(9, 2.6 * max(1, len(rows))))
+    axes = fig.subplots(max(1, len(rows)), 2, squeeze=False)
     for ax_row, row in zip(axes, rows, strict=False):
         for ax, bins, counts, label in (
             (ax_row[0], COS_BINS, row.cos_hist, "1 - cos(h_other, h_ref)"),
@@ -178,12 +163,3 @@ def plot_comparison(comparison: ModelComparison) -> Figure:
     fig.suptitle(f"{comparison.model} in {comparison.reference_model}'s embedding", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-FIGURES: dict[str, Callable[[KnowledgeResult], Figure | None]] = {
-    "sample-embedding": plot_sample_embedding,
-    "region-embeddings": plot_region_embeddings,
-    "knowledge-points": plot_knowledge_grid,
-    "emergence": lambda r: None if r.emergence is None else plot_emergence(r.emergence),
-    "adversarial": plot_adversarial,
-}

@@ -1,0 +1,325 @@
+"""The CLI's option groups, each option defined once (typer `Annotated` aliases), as
+Polygraphy's tools share argument groups; verbs list the groups they take, with their defaults.
+
+`settings_from_options` turns a verb's parameters into the one validated Settings object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxaudit.errors import AuditError
+from onnxaudit.results.gates import GateSpec, parse_threshold
+from onnxaudit.results.schema import load_result
+from onnxaudit.settings import ANALYSIS_NAMES, ModelOptions, Settings
+
+# inputs and outputs
+Model = Annotated[
+    Path,
+    typer.Argument(
+        help="The classifier, an .onnx file (external .onnx.data beside it is read).",
+        metavar="MODEL",
+        show_default=False,
+    ),
+]
+Models = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Two or more .onnx classifiers; the first is the reference.", metavar="MODELS..."
+    ),
+]
+Data = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Images: a folder of class folders, an .npz (x, y[, classes]) or IDX files.",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Folder for report.html and result.json.",
+        metavar="DIR",
+        show_default=False,
+    ),
+]
+OptionalOut = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Also write report.html and result.json here.", metavar="DIR"),
+]
+
+# model preparation
+Mean = Annotated[
+    str | None,
+    typer.Option(
+        "--mean",
+        help="Per-channel mean the model expects, e.g. 0.485,0.456,0.406.",
+        metavar="M,M,M",
+    ),
+]
+Std = Annotated[
+    str | None,
+    typer.Option(
+        "--std", help="Per-channel std the model expects, e.g. 0.229,0.224,0.225.", metavar="S,S,S"
+    ),
+]
+
+# run
+PerClass = Annotated[
+    int | None,
+    typer.Option(
+        "--per-class",
+        help="Images per class (stratified, seeded subset; bounds the run time).",
+        metavar="N",
+    ),
+]
+Seed = Annotated[
+    int,
+    typer.Option(
+        "--seed",
+        help="Seed of the run; every random choice draws its own stream from it.",
+        metavar="N",
+    ),
+]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto (CUDA when onnxruntime offers it), cpu or cuda.",
+        metavar="auto|cpu|cuda",
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads", help="onnxruntime intra-op threads (default: all cores).", metavar="N"
+    ),
+]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", help="Images per onnxruntime call.", metavar="N")
+]
+Skip = Annotated[
+    str | None,
+    typer.Option(
+        "--skip",
+        help="Comma-separated analyses to skip: knowledge, patterns, robustness.",
+        metavar="LIST",
+    ),
+]
+Only = Annotated[
+    str | None,
+    typer.Option(
+        "--only",
+        help="Run only these analyses (comma-separated); the rest are skipped.",
+        metavar="LIST",
+    ),
+]
+
+# knowledge points
+Layers = Annotated[
+    str | None,
+    typer.Option(
+        "--layers",
+        help="Comma-separated layers for knowledge points (default: the end of up to 4 stages).",
+        metavar="LIST",
+    ),
+]
+KnowledgePerClass = Annotated[
+    int | None,
+    typer.Option(
+        "--knowledge-per-class",
+        help="Images per class for knowledge points (default: the run's subset).",
+        metavar="N",
+    ),
+]
+Checkpoints = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--checkpoints",
+        help="A training checkpoint of the model, in training order; repeat for each (knowledge emergence).",
+        metavar="ONNX",
+    ),
+]
+Attack = Annotated[
+    bool,
+    typer.Option(
+        "--attack/--no-attack", help="Also track regional features under PGD.", metavar=""
+    ),
+]
+
+# class-wise patterns
+Classes = Annotated[
+    str | None,
+    typer.Option(
+        "--classes", help="Comma-separated class indices to search (default: all).", metavar="LIST"
+    ),
+]
+K = Annotated[
+    float,
+    typer.Option("--k", help="Pattern size: a fraction of the pixels (or a count).", metavar="K"),
+]
+PatternEpochs = Annotated[
+    float,
+    typer.Option(
+        "--pattern-epochs",
+        "--epochs",
+        help="Passes over the search images per class.",
+        metavar="EPOCHS",
+    ),
+]
+Canvas = Annotated[
+    str,
+    typer.Option("--canvas", help="Canvases: confident, white, free (comma list).", metavar="LIST"),
+]
+
+# robustness
+Eps = Annotated[
+    float, typer.Option("--eps", help="L-inf PGD radius in [0, 1] pixel units.", metavar="EPS")
+]
+Steps = Annotated[int, typer.Option("--steps", help="PGD steps (>= 1).", metavar="N")]
+Step = Annotated[
+    float | None,
+    typer.Option("--step", help="PGD step size (default 2.5 * eps / steps).", metavar="STEP"),
+]
+
+# gates
+Junit = Annotated[
+    Path | None,
+    typer.Option("--junit", help="Write JUnit XML, one test case per gate.", metavar="FILE"),
+]
+FailOn = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--fail-on", help="'backdoor': fail when a backdoor is suspected.", metavar="CHECK"
+    ),
+]
+MinReliableRatio = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--min-reliable-ratio",
+        help="LAYER=VALUE (repeatable); LAYER is a tensor name, an index (-1: deepest) or '*'.",
+        metavar="LAYER=VALUE",
+    ),
+]
+MinRobustAccuracy = Annotated[
+    float | None,
+    typer.Option(
+        "--min-robust-accuracy",
+        help="Fail when PGD accuracy is below this fraction.",
+        metavar="FRACTION",
+    ),
+]
+Baseline = Annotated[
+    Path | None,
+    typer.Option("--baseline", help="An earlier result.json to compare.", metavar="JSON"),
+]
+MaxDrop = Annotated[
+    float | None,
+    typer.Option(
+        "--max-drop",
+        help="Percent that knowledge points or reliable ratio may fall.",
+        metavar="PERCENT",
+    ),
+]
+
+
+def parse_floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    """'0.5,0.5' -> (0.5, 0.5); None stays None."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise AuditError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+
+
+def parse_names(text: str | None) -> list[str]:
+    """'a,b' -> ['a', 'b']; None -> []."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def parse_classes(text: str | None) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(c) for c in parse_names(text)) or None
+    except ValueError:
+        raise AuditError(f"--classes takes comma-separated class indices, got {text!r}") from None
+
+
+def parse_skip(skip: str | None, only: str | None) -> frozenset[str]:
+    if skip and only:
+        raise AuditError("give --skip or --only, not both")
+    if only:
+        chosen = set(parse_names(only))
+        unknown = chosen - set(ANALYSIS_NAMES)
+        if unknown:
+            raise AuditError(
+                f"cannot run {', '.join(sorted(unknown))}; analyses are {', '.join(ANALYSIS_NAMES)}"
+            )
+        return frozenset(ANALYSIS_NAMES) - chosen
+    return frozenset(parse_names(skip))
+
+
+# verb parameter -> Settings field, for the parameters that are plain copies
+_COPIED = {
+    "per_class": "per_class",
+    "seed": "seed",
+    "device": "device",
+    "threads": "threads",
+    "batch_size": "batch_size",
+    "knowledge_per_class": "knowledge_per_class",
+    "attack": "knowledge_attack",
+    "k": "patterns_k",
+    "pattern_epochs": "patterns_epochs",
+    "eps": "eps",
+    "steps": "pgd_steps",
+    "step": "pgd_step",
+}
+
+
+def settings_from_options(options: Mapping[str, object], base: Settings | None = None) -> Settings:
+    """A verb's parameters as Settings; parameters that are no setting (paths, gates) are ignored
+    and settings the verb has no option for keep `base`'s value."""
+    base = base or Settings()
+    changes: dict[str, object] = {
+        field: options[name] for name, field in _COPIED.items() if name in options
+    }
+    changes["model"] = ModelOptions(
+        mean=parse_floats(options.get("mean"), "--mean"),
+        std=parse_floats(options.get("std"), "--std"),
+    )
+    if "layers" in options:
+        changes["layers"] = tuple(parse_names(options["layers"])) or None
+    if "checkpoints" in options:
+        changes["checkpoints"] = tuple(str(p) for p in options["checkpoints"] or ())
+    if "classes" in options:
+        changes["patterns_classes"] = parse_classes(options["classes"])
+    if "canvas" in options:
+        changes["patterns_canvases"] = tuple(parse_names(options["canvas"]))
+    if "skip" in options or "only" in options:
+        changes["skip"] = parse_skip(options.get("skip"), options.get("only"))
+    return base.update(**changes)
+
+
+def gates_from_options(options: Mapping[str, object]) -> GateSpec:
+    """The gate options of `audit` and `compare` as a validated GateSpec."""
+    fail_on = list(options.get("fail_on") or [])
+    unknown = set(fail_on) - {"backdoor"}
+    if unknown:
+        raise AuditError(f"--fail-on takes 'backdoor', got {', '.join(sorted(unknown))}")
+    baseline = options.get("baseline")
+    return GateSpec(
+        fail_on_backdoor=bool(fail_on),
+        min_reliable_ratio=[parse_threshold(t) for t in options.get("min_reliable_ratio") or []],
+        min_robust_accuracy=options.get("min_robust_accuracy"),
+        baseline=None if baseline is None else load_result(baseline),
+        max_drop=options.get("max_drop"),
+    )

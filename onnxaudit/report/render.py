@@ -1,0 +1,198 @@
+"""Rendering the self-contained HTML report: one file, inline CSS, figures as data: URIs, no script, no network.
+
+`render_report` takes a result@1 (audit) or compare@1 document and optional extra figures per
+section; everything else it needs (tables, verdicts, built-in charts) comes from the document, so
+a report can be re-rendered from result.json alone. Jinja2 autoescaping is always on: class and
+model names are untrusted text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jinja2
+
+from onnxaudit.errors import AuditError
+from onnxaudit.report.figures import (
+    EmbeddedFigure,
+    anomaly_heatmap,
+    embed_figure,
+    emergence_chart,
+    knowledge_chart,
+    model_label,
+    patterns_chart,
+    robustness_chart,
+    shared_space_chart,
+    short_layer,
+)
+from onnxaudit.results.schema import COMPARE_SCHEMA, SCHEMA, SECTIONS
+
+FigureMap = Mapping[str, Sequence[EmbeddedFigure]]
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("onnxaudit.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENV.filters["short_layer"] = short_layer
+_ENV.filters["num"] = lambda v, digits=3: _number(v, digits)
+
+
+def render_report(
+    doc: Mapping[str, Any], figures: FigureMap | None = None, notes: Sequence[str] = ()
+) -> str:
+    """The HTML text of an audit (result@1) or comparison (compare@1) report."""
+    extra = {key: list(value) for key, value in (figures or {}).items()}
+    schema = doc.get("schema")
+    if schema == SCHEMA:
+        return _render_audit(doc, extra, list(notes))
+    if schema == COMPARE_SCHEMA:
+        return _render_compare(doc, extra, list(notes))
+    raise AuditError(f"cannot render a report for schema {schema!r}")
+
+
+def _render_audit(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
+    figures = {
+        "knowledge": _builtin(knowledge_chart([doc]), "Knowledge points per layer")
+        + _builtin(emergence_chart(doc), "Emergence of knowledge points during training")
+        + extra.get("knowledge", []),
+        "patterns": _builtin(patterns_chart(doc), "Class-wise patterns")
+        + extra.get("patterns", []),
+        "robustness": _builtin(robustness_chart([doc]), "Clean vs PGD accuracy")
+        + extra.get("robustness", []),
+    }
+    return _ENV.get_template("audit.html.j2").render(
+        title=f"onnxaudit: {model_label(doc)}",
+        doc=doc,
+        summary=verdicts(doc),
+        gates=doc.get("gates") or [],
+        figures=figures,
+        appendix=appendix(doc),
+        notes=notes,
+    )
+
+
+def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
+    models = list(doc["models"])
+    shared = (doc.get("comparison") or {}).get("knowledge") or []
+    figures = {
+        "knowledge": _builtin(knowledge_chart(models), "Knowledge points per layer, all models")
+        + extra.get("knowledge", []),
+        "patterns": _builtin(anomaly_heatmap(models), "Anomaly index per model and class")
+        + extra.get("patterns", []),
+        "robustness": _builtin(robustness_chart(models), "Clean vs PGD accuracy")
+        + extra.get("robustness", []),
+        "comparison": _builtin(shared_space_chart(shared), "Knowledge in the reference's space")
+        + extra.get("comparison", []),
+    }
+    return _ENV.get_template("compare.html.j2").render(
+        title="onnxaudit: " + " vs ".join(model_label(m) for m in models),
+        doc=doc,
+        models=[{"doc": m, "summary": verdicts(m), "appendix": appendix(m)} for m in models],
+        comparison=flatten(
+            doc.get("comparison") or {}, skip={"reference", "models", "layer_deltas", "knowledge"}
+        ),
+        figures=figures,
+        notes=notes,
+    )
+
+
+def _number(value: float | None, digits: int) -> str:
+    """Fixed decimals for table cells; huge values (e.g. an anomaly index over a zero MAD) in
+    scientific notation so they stay readable."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{digits}f}"
+
+
+def _builtin(fig: Any, title: str) -> list[EmbeddedFigure]:
+    return [] if fig is None else [embed_figure(fig, title)]
+
+
+def verdicts(doc: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The summary card: one line per analysis with a status (ok, bad, info, na) for colour."""
+    cards = []
+    patterns = doc.get("patterns")
+    if patterns:
+        verdict = patterns.get("backdoor") or {}
+        names = {c["class"]: c.get("name", c["class"]) for c in patterns.get("classes", [])}
+        if verdict.get("suspected"):
+            targets = ", ".join(f"{c} ({names.get(c, '?')})" for c in verdict.get("classes", []))
+            cards.append(_card("Backdoor", f"suspected: target class {targets}", "bad"))
+        else:
+            cards.append(_card("Backdoor", "not suspected", "ok"))
+    else:
+        cards.append(_card("Backdoor", "not analysed", "na"))
+    layers = (doc.get("knowledge") or {}).get("layers") or []
+    if layers:
+        last = layers[-1]
+        ratio = last.get("reliable_ratio")
+        shown = "n/a" if ratio is None else f"{ratio:.2f}"
+        text = (
+            f"{last.get('knowledge_points', 0):.1f} knowledge points per image in the deepest "
+            f"analysed layer, reliable ratio {shown}"
+        )
+        cards.append(_card("Knowledge", text, "info"))
+    else:
+        cards.append(_card("Knowledge", "not analysed", "na"))
+    robustness = doc.get("robustness")
+    if robustness:
+        text = (
+            f"accuracy {robustness['clean_accuracy']:.2f} clean, "
+            f"{robustness['robust_accuracy']:.2f} under PGD "
+            f"(eps {robustness.get('eps')}, {robustness.get('steps')} steps)"
+        )
+        cards.append(_card("Robustness", text, "info"))
+    else:
+        cards.append(_card("Robustness", "not analysed", "na"))
+    gates = doc.get("gates")
+    if gates:
+        failed = [g["name"] for g in gates if not g["passed"]]
+        text = f"{len(gates) - len(failed)}/{len(gates)} passed"
+        text += f"; failed: {', '.join(failed)}" if failed else ""
+        cards.append(_card("Gates", text, "bad" if failed else "ok"))
+    return cards
+
+
+def _card(label: str, text: str, status: str) -> dict[str, str]:
+    return {"label": label, "text": text, "status": status}
+
+
+def appendix(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every setting, seed and identifier as (key, value) rows; bulky per-item lists are left to
+    the sections that show them."""
+    rows = flatten({"tool": doc.get("tool"), "model": doc.get("model")}, skip={"layers"})
+    rows += flatten({"data": doc.get("data"), "settings": doc.get("settings")})
+    for section in SECTIONS:
+        rows += flatten({section: doc.get(section)}, skip={"layers", "classes"})
+    return rows
+
+
+def flatten(
+    value: Any, prefix: str = "", skip: set[str] = frozenset(), max_items: int = 16
+) -> list[tuple[str, str]]:
+    """Scalar leaves of nested dicts as dotted keys; short scalar lists joined, long ones counted."""
+    if isinstance(value, Mapping):
+        rows = []
+        for key, item in value.items():
+            if key in skip:
+                continue
+            rows += flatten(item, f"{prefix}.{key}" if prefix else str(key), skip, max_items)
+        return rows
+    if isinstance(value, (list, tuple)):
+        if (
+            all(not isinstance(v, (Mapping, list, tuple)) for v in value)
+            and len(value) <= max_items
+        ):
+            return [(prefix, ", ".join(_scalar(v) for v in value) or "[]")]
+        return [(prefix, f"[{len(value)} items]")]
+    return [(prefix, _scalar(value))]
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "none" if value is None else str(value)

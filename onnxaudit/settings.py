@@ -1,0 +1,166 @@
+"""One settings object for a run, validated once, up front, with the CLI's messages.
+
+The CLI builds it from options, the Python API from keyword arguments; every analysis, every
+training checkpoint and every compared model reads the same object, so nothing is silently
+dropped on the way (model preparation, device, threads, seeds, budgets).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from onnxaudit.errors import AuditError
+from onnxaudit.model import PreparedModel, prepare_model
+
+ANALYSIS_NAMES = ("knowledge", "patterns", "robustness")
+DEVICES = ("auto", "cpu", "cuda")
+CANVASES = ("confident", "white", "free")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What the model expects of its input, applied to the model and to each of its checkpoints.
+
+    `mean`/`std` are per-channel values the model's own normalisation needs; None reads them from
+    the model's `preprocessing` metadata when it has some.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None:
+                values = tuple(float(v) for v in values)
+                if not values or not all(math.isfinite(v) for v in values):
+                    raise AuditError(f"--{name} takes finite numbers, got {values}")
+                object.__setattr__(self, name, values)
+        if self.std is not None and any(v == 0 for v in self.std):
+            raise AuditError("--std values must be non-zero")
+
+    def prepare(self, path: str | Path) -> PreparedModel:
+        """The canonical model (NCHW RGB pixels in [0, 1]) of the ONNX file at `path`."""
+        return prepare_model(path, self.mean, self.std)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a run; `to_dict()` is recorded verbatim in result.json."""
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    per_class: int | None = 20
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int = 128
+    skip: frozenset[str] = frozenset()
+    # knowledge points
+    layers: tuple[str, ...] | None = None
+    knowledge_per_class: int | None = None
+    checkpoints: tuple[str, ...] = ()
+    knowledge_attack: bool = False
+    # class-wise patterns
+    patterns_classes: tuple[int, ...] | None = None
+    patterns_k: float = 0.05
+    patterns_epochs: float = 5
+    patterns_canvases: tuple[str, ...] = CANVASES
+    # robustness (PGD)
+    eps: float = 0.1
+    pgd_steps: int = 10
+    pgd_step: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("skip", "layers", "checkpoints", "patterns_classes", "patterns_canvases"):
+            value = getattr(self, name)
+            if value is not None:
+                kind = frozenset if name == "skip" else tuple
+                object.__setattr__(self, name, kind(value))
+        object.__setattr__(self, "checkpoints", tuple(str(p) for p in self.checkpoints))
+        self._validate()
+
+    def _validate(self) -> None:
+        unknown = set(self.skip) - set(ANALYSIS_NAMES)
+        if unknown:
+            raise AuditError(
+                f"cannot skip {', '.join(sorted(unknown))}; analyses are {', '.join(ANALYSIS_NAMES)}"
+            )
+        if self.skip == frozenset(ANALYSIS_NAMES):
+            raise AuditError("every analysis is skipped: nothing to do")
+        _at_least("--per-class", self.per_class, 1, optional=True)
+        _at_least("--knowledge-per-class", self.knowledge_per_class, 1, optional=True)
+        _at_least("--threads", self.threads, 1, optional=True)
+        _at_least("--batch-size", self.batch_size, 1)
+        _at_least("--steps", self.pgd_steps, 1)
+        if self.device not in DEVICES:
+            raise AuditError(f"--device takes {', '.join(DEVICES)}, got {self.device!r}")
+        if not 0 <= self.eps <= 1:
+            raise AuditError(f"--eps must be in [0, 1] (pixel units), got {self.eps}")
+        if self.pgd_step is not None and not 0 < self.pgd_step <= 1:
+            raise AuditError(f"--step must be in (0, 1], got {self.pgd_step}")
+        if not 0 < self.patterns_k < 1 and not (self.patterns_k >= 1 and self.patterns_k % 1 == 0):
+            raise AuditError(
+                f"--k must be a fraction in (0, 1) or a whole pixel count, got {self.patterns_k}"
+            )
+        if not self.patterns_epochs > 0:
+            raise AuditError(f"--pattern-epochs must be > 0, got {self.patterns_epochs}")
+        bad = set(self.patterns_canvases) - set(CANVASES)
+        if bad or not self.patterns_canvases:
+            raise AuditError(f"--canvas takes {', '.join(CANVASES)}, got {self.patterns_canvases}")
+        if self.patterns_classes is not None and min(self.patterns_classes, default=0) < 0:
+            raise AuditError(f"--classes takes class indices >= 0, got {self.patterns_classes}")
+
+    def runs(self, analysis: str) -> bool:
+        return analysis not in self.skip
+
+    def only(self, analysis: str) -> Settings:
+        """These settings restricted to one analysis (the `knowledge`/`patterns`/`attack` verbs)."""
+        return replace(self, skip=frozenset(ANALYSIS_NAMES) - {analysis})
+
+    def update(self, **changes: object) -> Settings:
+        """A validated copy with some fields changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["model"] = self.model.to_dict()
+        out["skip"] = sorted(self.skip)
+        for name in ("layers", "checkpoints", "patterns_classes", "patterns_canvases"):
+            if out[name] is not None:
+                out[name] = list(out[name])
+        return out
+
+
+def _at_least(flag: str, value: int | None, low: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or int(value) != value or value < low:
+        raise AuditError(f"{flag} must be an integer >= {low}, got {value}")
+
+
+def settings_from(base: Settings | None, overrides: dict[str, object]) -> Settings:
+    """`base` (default Settings()) with keyword overrides; model options may be given flat
+    (`mean=...`) as in the Python API."""
+    base = base or Settings()
+    model_keys = {f.name for f in fields(ModelOptions)}
+    model_changes = {k: overrides.pop(k) for k in list(overrides) if k in model_keys}
+    if model_changes:
+        overrides["model"] = replace(base.model, **model_changes)
+    unknown = set(overrides) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise AuditError(f"unknown settings: {', '.join(sorted(unknown))}")
+    if "skip" in overrides:
+        overrides["skip"] = _names(overrides["skip"])
+    return replace(base, **overrides)
+
+
+def _names(value: object) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(v.strip() for v in value.split(",") if v.strip())
+    return frozenset(value) if isinstance(value, Iterable) else frozenset()
