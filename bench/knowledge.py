@@ -31,9 +31,9 @@ def main() -> None:
     args = parser.parse_args()
 
     pm = prepare_model(args.model)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data).subset(args.per_class, 0)
     checkpoints = (
-        sorted(str(p) for p in (REPO / "models/zoo/checkpoints").glob("*.onnx"))
+        [prepare_model(p) for p in sorted((REPO / "models/zoo/checkpoints").glob("*.onnx"))]
         if args.checkpoints
         else []
     )
@@ -54,7 +54,6 @@ def main() -> None:
     result = analyse_knowledge(
         pm,
         dataset,
-        per_class=args.per_class,
         checkpoints=checkpoints,
         attack=args.attack,
         device="cpu",

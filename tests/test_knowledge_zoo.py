@@ -40,7 +40,7 @@ def vgg():
 @pytest.fixture(scope="module")
 def analysed(vgg):
     pm, dataset = vgg
-    return analyse_knowledge(pm, dataset, per_class=10, seed=0, attack=True, device="cpu")
+    return analyse_knowledge(pm, dataset.subset(10, 0), seed=0, attack=True, device="cpu")
 
 
 def test_reliable_ratio_rises_through_the_stages(analysed):
@@ -62,11 +62,10 @@ def test_knowledge_points_rise_early_then_flatten(vgg):
     layers = default_layers(pm.info)[-2:]  # the two deepest stages keep the test bounded
     result = analyse_knowledge(
         pm,
-        dataset,
+        dataset.subset(10, 0),
         layers=layers,
-        per_class=10,
         seed=0,
-        checkpoints=[str(p) for p in CHECKPOINTS],
+        checkpoints=[prepare_model(p) for p in CHECKPOINTS],
         device="cpu",
     )
     e = result.emergence
