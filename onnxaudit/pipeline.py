@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxaudit.checks import check_inputs
 from onnxaudit.data import Dataset, load_dataset
 from onnxaudit.errors import AuditError
 from onnxaudit.model import PreparedModel
@@ -120,17 +121,6 @@ def load_data(path: str | Path, per_class: int | None = None, seed: int = 0) -> 
     return dataset.subset(per_class, purpose(seed, "subset")) if per_class else dataset
 
 
-def check_compatible(model: PreparedModel, dataset: Dataset) -> None:
-    """Labels must be classes of the model, and the first image must convert to its input."""
-    if int(dataset.labels.max()) >= model.info.num_classes:
-        raise AuditError(
-            f"labels go up to {int(dataset.labels.max())} but the model has "
-            f"{model.info.num_classes} classes",
-            dataset.source,
-        )
-    dataset.images(model.info.input_shape, [0])
-
-
 def audit(
     model: ModelInput,
     data: DataInput,
@@ -153,7 +143,7 @@ def prepare_inputs(
     pm = model if isinstance(model, PreparedModel) else settings.model.prepare(model)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     subset = dataset.subset(settings.per_class, purpose(settings.seed, "subset"))
-    check_compatible(pm, subset)
+    check_inputs(pm, subset, settings)
     return pm, subset
 
 

@@ -95,7 +95,7 @@ class Settings:
             raise AuditError("every analysis is skipped: nothing to do")
         _at_least("--per-class", self.per_class, 1, optional=True)
         _at_least("--knowledge-per-class", self.knowledge_per_class, 1, optional=True)
-        _at_least("--threads", self.threads, 1, optional=True)
+        _at_least("--threads", self.threads, 0, optional=True)  # 0 or None: all cores
         _at_least("--batch-size", self.batch_size, 1)
         _at_least("--steps", self.pgd_steps, 1)
         if self.device not in DEVICES:

@@ -149,7 +149,7 @@ def test_knowledge_can_use_fewer_images_than_the_audit(inputs):
 def test_settings_are_validated_before_any_work(inputs):
     _, model, data = inputs
     for bad, message in (({"eps": -0.5}, "--eps"), ({"pgd_steps": 0}, "--steps"),
-                         ({"threads": 0}, "--threads"), ({"skip": ["everything"]}, "cannot skip"),
+                         ({"threads": -1}, "--threads"), ({"skip": ["everything"]}, "cannot skip"),
                          ({"colour": 1}, "unknown settings")):  # fmt: skip
         with pytest.raises(onnxaudit.AuditError, match=message):
             onnxaudit.audit(model, data, **bad)

@@ -239,3 +239,30 @@ def test_settings_are_json_serialisable():
     doc = json.loads(json.dumps(KnowledgeSettings().to_dict()))
     assert doc["tau"] == 0.4 and doc["temperature"] == 4.0
     assert doc["sample_kappa"]["kappa_max"] == 10.0
+
+
+def test_estimator_defaults_are_the_analysis_defaults():
+    """`ImportanceWeights().fit` etc. on their own reproduce what an audit fits."""
+    import inspect
+
+    settings = KnowledgeSettings()
+
+    def defaults(cls):
+        return {
+            name: p.default
+            for name, p in inspect.signature(cls).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+
+    importance, region, sample = (
+        defaults(c) for c in (ImportanceWeights, RegionEmbedding, SampleEmbedding)
+    )
+    assert importance["partners"] == settings.partners
+    assert importance["rematch_top"] == settings.regions_per_sample
+    assert importance["steps"] == settings.importance_steps
+    assert importance["kappa_p"] == settings.kappa_p
+    assert region["max_iter"] == settings.region_max_iter
+    assert region["regions_per_sample"] == settings.regions_per_sample
+    assert region["lambda_align"] == settings.lambda_align
+    assert sample["max_iter"] == settings.sample_max_iter
+    assert sample["dim"] == region["dim"] == settings.dim

@@ -135,11 +135,22 @@ def test_summary_comes_first_and_names_the_backdoor_target(audit_html):
 
 def test_verdict_statuses():
     assert [c["status"] for c in verdicts(hand_result(suspected=True))] == [
-        "bad",
-        "info",
-        "info",
-        "bad",
+        "fail",
+        "pass",  # robust 0.25 >= the 0.05 reference
+        "pass",  # deepest reliable ratio 0.75 >= 0.25
+        "fail",
     ]
+    weak = hand_result()
+    weak["robustness"]["robust_accuracy"] = 0.0
+    weak["knowledge"]["layers"][-1]["reliable_ratio"] = 0.1
+    weak["gates"] = []
+    cards = verdicts(weak)
+    assert [c["status"] for c in cards] == ["pass", "warn", "warn"]
+    assert "reference: robust accuracy >= 0.05" in cards[1]["basis"]
+    weak["gates"] = [{"name": "min-robust-accuracy", "passed": True, "message": "ok"}]
+    assert verdicts(weak)[1]["status"] == "pass"  # a gate, when asked for, decides
+    weak["patterns"]["backdoor"] = {"outcome": "inconclusive", "reason": "0 epochs"}
+    assert verdicts(weak)[0]["status"] == "inconclusive"
     bare = build_result({"name": "m"}, {})
     assert [c["status"] for c in verdicts(bare)] == ["na", "na", "na"]
 

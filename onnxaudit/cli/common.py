@@ -4,7 +4,7 @@ its outputs, printing verdicts and gates."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import typer
@@ -17,11 +17,14 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
+from onnxaudit.checks import check_compatible
 from onnxaudit.data import Dataset, load_dataset
 from onnxaudit.errors import AuditError
 from onnxaudit.model import PreparedModel
-from onnxaudit.pipeline import check_compatible, prepare_inputs, run_audit
+from onnxaudit.outputs import check_output_dir, locked_output
+from onnxaudit.pipeline import prepare_inputs, run_audit
 from onnxaudit.progress import ProgressFn
 from onnxaudit.report import verdicts, write_report
 from onnxaudit.results.gates import GateOutcome, GateSpec, baseline_layers, evaluate
@@ -72,19 +75,31 @@ def audit_and_write(
 
     `summary` prints a verb's own lines (e.g. accuracies) in place of the verdict lines."""
     spec = spec or GateSpec()
-    needed = spec.needs() & settings.skip
-    if needed:
-        raise AuditError(f"the requested gates need {', '.join(sorted(needed))}; do not skip it")
+    check_gates_can_run(spec, settings)
+    if out is not None:
+        check_output_dir(out)
     pm, dataset = prepare_inputs(model, data, settings)
     settings = settings.update(layers=settings.layers or baseline_layers(pm.info, spec.baseline))
-    with progress() as bar:
+    with output_lock(out), progress() as bar:
         result = run_audit(pm, dataset, settings, stage_progress(bar))
-    outcomes = evaluate(result.to_dict(), spec)
+        outcomes = evaluate(result.to_dict(), spec)
+        if out is not None:
+            paths = write_report(result, out, outcomes, junit)
     if out is not None:
-        paths = write_report(result, out, outcomes, junit)
         typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
     (summary or print_verdicts)(result)
     report_outcomes(outcomes)
+
+
+def check_gates_can_run(spec: GateSpec, settings: Settings) -> None:
+    needed = spec.needs() & settings.skip
+    if needed:
+        raise AuditError(f"the requested gates need {', '.join(sorted(needed))}; do not skip it")
+
+
+def output_lock(out: Path | None) -> AbstractContextManager:
+    """The run's lock on its output folder (nothing to lock without one)."""
+    return nullcontext() if out is None else locked_output(out)
 
 
 def print_verdicts(result: AuditResult) -> None:
@@ -92,6 +107,23 @@ def print_verdicts(result: AuditResult) -> None:
     for card in verdicts(result.to_dict()):
         if card["status"] != "na":
             typer.echo(f"{card['label']}: {card['text']}")
+
+
+def print_verdict_table(runs: Sequence[AuditResult]) -> None:
+    """One row per model on stdout: each check's status and its reason in words."""
+    table = Table(box=None, show_edge=False, pad_edge=False)
+    for column in ("model", "backdoor", "robustness", "knowledge"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        cards = {card["label"].lower(): card for card in verdicts(run.to_dict())}
+        table.add_row(
+            run.name,
+            *(
+                f"{cards[check]['status']}: {cards[check]['text']}"
+                for check in ("backdoor", "robustness", "knowledge")
+            ),
+        )
+    Console(width=max(120, console.width)).print(table)
 
 
 def report_outcomes(outcomes: Sequence[GateOutcome]) -> None:

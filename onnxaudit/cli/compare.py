@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from onnxaudit.cli.common import progress, report_outcomes, stage_progress
+from onnxaudit.cli.common import (
+    check_gates_can_run,
+    output_lock,
+    print_verdict_table,
+    progress,
+    report_outcomes,
+    stage_progress,
+)
 from onnxaudit.cli.options import (
     Data,
     Device,
@@ -31,9 +38,10 @@ from onnxaudit.cli.options import (
 )
 from onnxaudit.data import load_dataset
 from onnxaudit.errors import AuditError
+from onnxaudit.outputs import check_output_dir
 from onnxaudit.pipeline import compare as compare_models
 from onnxaudit.pipeline import prepare_inputs
-from onnxaudit.report import verdicts, write_report
+from onnxaudit.report import write_report
 from onnxaudit.results.gates import evaluate_many
 
 
@@ -64,19 +72,16 @@ def compare(
     options = locals()
     settings = settings_from_options(options)
     spec = gates_from_options(options)
-    needed = spec.needs() & settings.skip
-    if needed:
-        raise AuditError(f"the requested gates need {', '.join(sorted(needed))}; do not skip it")
+    check_gates_can_run(spec, settings)
     if len(models) < 2:
         raise AuditError("compare needs at least two models")
+    check_output_dir(out)
     dataset = load_dataset(data)
     prepared = [prepare_inputs(path, dataset, settings)[0] for path in models]  # validate first
-    with progress() as bar:
+    with output_lock(out), progress() as bar:
         result = compare_models(prepared, dataset, settings, stage_progress(bar))
-    outcomes = evaluate_many([run.to_dict() for run in result.runs], spec)
-    paths = write_report(result, out, outcomes, junit)
+        outcomes = evaluate_many([run.to_dict() for run in result.runs], spec)
+        paths = write_report(result, out, outcomes, junit)
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
-    for run in result.runs:
-        cards = [c for c in verdicts(run.to_dict()) if c["status"] != "na"]
-        typer.echo(f"{run.name}: " + "; ".join(f"{c['label']} {c['text']}" for c in cards))
+    print_verdict_table(result.runs)
     report_outcomes(outcomes)

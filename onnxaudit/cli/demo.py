@@ -1,4 +1,9 @@
-"""`onnxaudit demo`: audit and compare the committed model zoo in one showcase."""
+"""`onnxaudit demo`: audit and compare the committed model zoo in one showcase.
+
+It writes to reports/demo (ignored by git) unless told otherwise, so running it never modifies a
+tracked file; the committed showcase in docs/showcase is regenerated only on purpose with
+`onnxaudit demo --out docs/showcase --threads 2` (fixed threads and seed: see docs/showcase/README.md).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 import typer
 
 import onnxaudit
-from onnxaudit.cli.common import print_verdicts, progress, stage_progress
+from onnxaudit.cli.common import print_verdict_table, progress, stage_progress
 from onnxaudit.cli.options import (
     Device,
     Eps,
@@ -20,6 +25,7 @@ from onnxaudit.cli.options import (
     Threads,
 )
 from onnxaudit.errors import AuditError
+from onnxaudit.outputs import check_output_dir, locked_output
 from onnxaudit.pipeline import compare
 from onnxaudit.report import write_report
 from onnxaudit.settings import Settings
@@ -50,7 +56,11 @@ def zoo_paths(root: Path) -> list[Path]:
 
 def demo(
     out: Path = typer.Option(
-        Path("reports/demo"), "--out", "-o", help="Folder of the showcase.", metavar="DIR"
+        Path("reports/demo"),
+        "--out",
+        "-o",
+        help="Folder of the showcase (git ignores reports/; the committed one: --out docs/showcase).",
+        metavar="DIR",
     ),
     per_class: PerClass = 20,
     knowledge_per_class: KnowledgePerClass = 6,
@@ -95,7 +105,8 @@ def demo(
     ]
     data = onnxaudit.load_data(root / SUBSET)
     data.source = SUBSET.as_posix()
-    with progress() as bar:
+    check_output_dir(out)
+    with locked_output(out), progress() as bar:
         result = compare(
             [root / p for p in paths],
             data,
@@ -103,9 +114,8 @@ def demo(
             stage_progress(bar),
             display_paths=[p.as_posix() for p in paths],
         )
-    for run in result.runs:
-        write_report(run, out / run.name, notes=notes)
-        typer.echo(f"{run.name}:")
-        print_verdicts(run)
-    written = write_report(result, out / "compare", notes=notes)
+        for run in result.runs:
+            write_report(run, out / run.name, notes=notes)
+        written = write_report(result, out / "compare", notes=notes)
     typer.echo(f"wrote {len(result.runs)} audits under {out}/ and {written['report.html']}")
+    print_verdict_table(result.runs)

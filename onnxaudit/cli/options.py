@@ -101,7 +101,7 @@ Device = Annotated[
 Threads = Annotated[
     int | None,
     typer.Option(
-        "--threads", help="onnxruntime intra-op threads (default: all cores).", metavar="N"
+        "--threads", help="onnxruntime intra-op threads (0 or unset: all cores).", metavar="N"
     ),
 ]
 BatchSize = Annotated[

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from onnxaudit.data import Dataset
+from onnxaudit.features.runtime import providers_for
 from onnxaudit.model import PreparedModel
 from onnxaudit.results.schema import build_comparison, build_result, model_section
 from onnxaudit.seeds import describe
@@ -40,6 +41,7 @@ class AuditResult:
     def to_dict(self) -> dict:
         settings = self.settings.to_dict()
         settings["seeds"] = describe(self.settings.seed)
+        settings["provider"] = providers_for(self.settings.device)[0]  # what `auto` became
         return build_result(
             model_section(self.model, self.display_path),
             self.data.identity(self.settings.per_class, self.settings.seed),
