@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from onnxaudit.analyses.knowledge.analysis import default_layers
 from onnxaudit.checks import check_compatible
 from onnxaudit.data import Dataset, load_dataset
 from onnxaudit.errors import AuditError
@@ -27,7 +28,13 @@ from onnxaudit.outputs import check_output_dir, locked_output
 from onnxaudit.pipeline import prepare_inputs, run_audit
 from onnxaudit.progress import ProgressFn
 from onnxaudit.report import verdicts, write_report
-from onnxaudit.results.gates import GateOutcome, GateSpec, baseline_layers, evaluate
+from onnxaudit.results.gates import (
+    GateOutcome,
+    GateSpec,
+    baseline_layers,
+    check_gate_layers,
+    evaluate,
+)
 from onnxaudit.results.run import AuditResult
 from onnxaudit.settings import Settings
 
@@ -80,6 +87,8 @@ def audit_and_write(
         check_output_dir(out)
     pm, dataset = prepare_inputs(model, data, settings)
     settings = settings.update(layers=settings.layers or baseline_layers(pm.info, spec.baseline))
+    if settings.runs("knowledge"):
+        check_gate_layers(spec, settings.layers or default_layers(pm.info))
     with output_lock(out), progress() as bar:
         result = run_audit(pm, dataset, settings, stage_progress(bar))
         outcomes = evaluate(result.to_dict(), spec)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -116,6 +116,13 @@ def resolve_layers(result: Mapping[str, Any], layer: str, gate: str) -> list[dic
     except (ValueError, IndexError):
         names = ", ".join(entry["name"] for entry in layers) or "none"
         raise AuditError(f"gate {gate}: no analysed layer {layer!r} (analysed: {names})") from None
+
+
+def check_gate_layers(spec: GateSpec, analysed: Sequence[str]) -> None:
+    """Before any work: every --min-reliable-ratio layer must be one the run will analyse."""
+    entries = [{"name": name} for name in analysed]
+    for layer, _ in spec.min_reliable_ratio:
+        resolve_layers({"knowledge": {"layers": entries}}, layer, "--min-reliable-ratio")
 
 
 def check_backdoor(result: Mapping[str, Any]) -> GateOutcome:
