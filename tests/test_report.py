@@ -221,3 +221,38 @@ def test_chromium_renders_a_non_blank_page(which, request, tmp_path):
     blank.mkdir()
     empty = screenshot(write_atomic(blank / "empty.html", "<html><body></body></html>"), blank)
     assert (empty < 200).mean() < 0.001, "oracle: an empty page must count as blank"
+
+
+def test_sections_fold_and_open_what_failed(audit_html):
+    assert 'class="toc"' in audit_html and 'href="#patterns"' in audit_html
+    assert '<details id="patterns" open>' in audit_html  # the backdoor check failed
+    assert '<details id="appendix">' in audit_html  # closed
+    assert "break-all" not in audit_html
+    summary = audit_html[audit_html.index('id="summary"') : audit_html.index('class="toc"')]
+    assert "judged against" in summary and "reference: robust accuracy" in summary
+
+
+SHOWCASE = Path(__file__).resolve().parent.parent / "docs" / "showcase" / "compare" / "result.json"
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists() or not SHOWCASE.exists(),
+    reason="chromium or the committed showcase is absent",
+)
+def test_compare_report_of_the_zoo_is_short(tmp_path):
+    """The six-model comparison was > 32,000 px tall with its appendix repeated per model; it
+    must stay under a third of that, with one shared appendix."""
+    html = render_report(json.loads(SHOWCASE.read_text()))
+    assert html.count('<details id="appendix">') == 1 and "Shared settings" in html
+    assert external_references(html) == []
+    path = write_atomic(tmp_path / "report.html", html)
+    png = tmp_path / "tall.png"
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+        "--window-size=1400,12000", path.resolve().as_uri(),
+    ]  # fmt: skip
+    subprocess.run(command, capture_output=True, timeout=120, check=False)
+    pixels = np.asarray(Image.open(png).convert("L"))
+    height = int(np.flatnonzero((pixels < 200).any(axis=1)).max())
+    assert 1000 < height < 32000 / 3

@@ -105,12 +105,13 @@ def emergence_chart(result: Mapping[str, Any]) -> Figure | None:
             ax.plot(x, table[:, j], marker="o", color=PALETTE[j % len(PALETTE)],
                     label=plain(f"{j + 1}: {short_layer(layer)}"))  # fmt: skip
         ax.set_title(title, fontsize=10)
+        ax.set_ylabel(title)
         ax.set_xlabel("training iteration" if known else "checkpoint")
         if known:
             ax.set_xscale("symlog", linthresh=max(1.0, float(np.min(x[x > 0], initial=1.0))))
         ax.grid(alpha=0.3)
     axes[1].set_ylim(0, 1.05)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=9)
     return fig
 
 
@@ -129,13 +130,19 @@ def patterns_chart(result: Mapping[str, Any]) -> Figure | None:
     power_ax.bar(x, [_or_nan(c.get("predictive_power")) for c in classes], color=colors)
     power_ax.set_ylim(0, 1.05)
     power_ax.set_title("predictive power of each class pattern", fontsize=10)
+    power_ax.set_ylabel("fraction of other-class images → class")
     anomaly = [_or_nan(c.get("anomaly_index")) for c in classes]
     anomaly_ax.bar(x, anomaly, color=colors)
     if np.nanmax(np.abs(anomaly), initial=0.0) > 100:  # a zero MAD makes one index explode
         anomaly_ax.set_yscale("symlog")
+    threshold = (patterns.get("backdoor") or {}).get("threshold")
+    if isinstance(threshold, (int, float)):
+        anomaly_ax.axhline(threshold, color=BAD, ls="--", lw=1, label=f"threshold {threshold:g}")
+        anomaly_ax.legend(fontsize=9)
     anomaly_ax.set_title("anomaly index (red: suspected target)", fontsize=10)
+    anomaly_ax.set_ylabel("anomaly index (MADs below the median)")
     for ax in (power_ax, anomaly_ax):
-        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -159,11 +166,12 @@ def anomaly_heatmap(results: Sequence[Mapping[str, Any]]) -> Figure | None:
         [plain(f"{c['class']} {c.get('name', '')}") for c in classes],
         rotation=45,
         ha="right",
-        fontsize=8,
+        fontsize=9,
     )
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=9)
+    ax.set_xlabel("class")
     fig.colorbar(image, ax=ax, label="anomaly index")
     return fig
 
@@ -178,12 +186,14 @@ def robustness_chart(results: Sequence[Mapping[str, Any]]) -> Figure | None:
     ax = fig.subplots()
     clean = [_or_nan(r["robustness"].get("clean_accuracy")) for r in rows]
     robust = [_or_nan(r["robustness"].get("robust_accuracy")) for r in rows]
-    ax.bar(x - 0.2, clean, width=0.4, label="clean", color=PALETTE[0])
-    ax.bar(x + 0.2, robust, width=0.4, label="PGD", color=PALETTE[1])
+    for offset, values, label, color in ((-0.2, clean, "clean", PALETTE[0]),
+                                         (0.2, robust, "PGD", PALETTE[1])):  # fmt: skip
+        bars = ax.bar(x + offset, values, width=0.4, label=label, color=color)
+        ax.bar_label(bars, fmt="%.2f", fontsize=9)  # a 0.00 bar is invisible without its label
     ax.set_xticks(x, [plain(model_label(r)) for r in rows], rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("accuracy (fraction of images)")
+    ax.legend(fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -222,8 +232,9 @@ def _style_layer_axes(axes, titles, ratio_axis: int) -> None:
     """Shared look of the per-layer charts: x = analysed-layer position, one axis a ratio."""
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
+        ax.set_ylabel(title)
         ax.set_xlabel("analysed layer (shallow → deep)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[ratio_axis].set_ylim(0, 1.05)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9)

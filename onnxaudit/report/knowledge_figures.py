@@ -48,12 +48,12 @@ def _scatter_views(
 def _legend(fig: Figure, names: list[str]) -> None:
     colors = _colors(len(names))
     handles = [Line2D([], [], marker="o", ls="", color=colors[c]) for c in range(len(names))]
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8)
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=9)
 
 
 def plot_sample_embedding(result: KnowledgeResult) -> Figure:
     """The 3-D sample embedding g as three 2-D views, with each class direction mu_c."""
-    fig = Figure(figsize=(12, 4.6))
+    fig = Figure(figsize=(11, 4.4))
     axes = fig.subplots(1, 3)
     s = result.sample
     _scatter_views(axes, s.embedding, result.labels, s.mu, result.classes)
@@ -92,7 +92,9 @@ def plot_knowledge_grid(result: KnowledgeResult, per_class: int = 1) -> Figure:
         [np.flatnonzero(result.labels == c)[:per_class] for c in np.unique(result.labels)]
     )
     rows, cols = len(result.layers), len(picks)
-    fig = Figure(figsize=(1.3 * cols + 1, 1.4 * rows + 0.6))
+    width = min(11.0, 1.3 * cols + 1)  # at most the page: 9 pt text stays >= 11 px
+    cell = (width - 1) / cols
+    fig = Figure(figsize=(width, (cell + 0.1) * rows + 0.8))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax_row, layer in zip(axes, result.layers, strict=True):
         for ax, i in zip(ax_row, picks, strict=True):
@@ -119,9 +121,9 @@ def plot_knowledge_grid(result: KnowledgeResult, per_class: int = 1) -> Figure:
                 )
             ax.set_xticks([])
             ax.set_yticks([])
-        ax_row[0].set_ylabel(layer.name, fontsize=7)
+        ax_row[0].set_ylabel(layer.name, fontsize=9)
     for ax, i in zip(axes[0], picks, strict=True):
-        ax.set_title(result.classes[result.labels[i]], fontsize=8)
+        ax.set_title(result.classes[result.labels[i]], fontsize=9)
     fig.suptitle("knowledge points (red: reliable, orange: other class); rest darkened", fontsize=9)
     fig.tight_layout()
     return fig
@@ -138,7 +140,7 @@ def plot_adversarial(result: KnowledgeResult) -> Figure | None:
     pos = np.arange(len(names))
     ax.plot(pos, [layer.delta_orientation for layer in adv.layers], marker="o", label="orientation")
     ax.plot(pos, [layer.delta_strength for layer in adv.layers], marker="s", label="strength")
-    ax.set_xticks(pos, names, rotation=20, fontsize=7)
+    ax.set_xticks(pos, names, rotation=20, fontsize=9)
     ax.set_ylabel("mean change under PGD")
     ax.set_title(f"PGD eps {adv.eps}, {adv.steps} steps, success {adv.success_rate:.0%}")
     ax.legend()
@@ -158,8 +160,8 @@ def plot_comparison(comparison: ModelComparison) -> Figure:
         ):
             ax.bar(bins[:-1], counts, width=np.diff(bins), align="edge")
             ax.set_yscale("log")
-            ax.set_xlabel(label, fontsize=8)
-        ax_row[0].set_ylabel(row.other.name, fontsize=7)
+            ax.set_xlabel(label, fontsize=9)
+        ax_row[0].set_ylabel(row.other.name, fontsize=9)
     fig.suptitle(f"{comparison.model} in {comparison.reference_model}'s embedding", fontsize=9)
     fig.tight_layout()
     return fig

@@ -27,7 +27,8 @@ def plot_patterns(result: PatternsResult, canvas: str | None = None) -> Figure:
     """Per class: the canvas with the pattern pixels outlined in red, the pattern alone on grey,
     and the continuous mask. `canvas` None picks each class's most predictive canvas."""
     n = len(result.classes)
-    fig = Figure(figsize=(1.6 * n, 5.2))
+    width = min(11.0, 1.1 * n + 0.8)  # at most the page: 9 pt text stays >= 11 px
+    fig = Figure(figsize=(width, 3 * (width - 0.8) / n + 1.4))
     axes = fig.subplots(3, n, squeeze=False)
     for ti in range(n):
         v = _canvas_index(result, canvas, ti)
@@ -42,11 +43,11 @@ def plot_patterns(result: PatternsResult, canvas: str | None = None) -> Figure:
         suspect = result.classes[ti] in result.verdict.classes
         axes[0, ti].set_title(
             f"{result.class_names[ti]}\n{result.canvas_labels[v]} pp {result.power[v, ti]:.2f}",
-            fontsize=7,
+            fontsize=9,
             color="red" if suspect else "black",
         )
     for ax, label in zip(axes[:, 0], ("canvas", "pattern", "mask"), strict=True):
-        ax.set_ylabel(label, fontsize=8)
+        ax.set_ylabel(label, fontsize=9)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

@@ -77,6 +77,7 @@ def _render_audit(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
 
 def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
     models = list(doc["models"])
+    common = _run_rows(models[0])
     shared = (doc.get("comparison") or {}).get("knowledge") or []
     figures = {
         "knowledge": _builtin(knowledge_chart(models), "Knowledge points per layer, all models")
@@ -91,7 +92,11 @@ def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> st
     return _ENV.get_template("compare.html.j2").render(
         title="onnxaudit: " + " vs ".join(model_label(m) for m in models),
         doc=doc,
-        models=[{"doc": m, "summary": verdicts(m), "appendix": appendix(m)} for m in models],
+        models=[
+            {"doc": m, "summary": verdicts(m), "differences": _differences(m, common)}
+            for m in models
+        ],
+        shared_appendix=common,
         comparison=flatten(
             doc.get("comparison") or {}, skip={"reference", "models", "layer_deltas", "knowledge"}
         ),
@@ -154,8 +159,8 @@ def _backdoor_card(doc: Mapping[str, Any], gates: Sequence[Mapping[str, Any]]) -
     if verdict.get("suspected"):
         names = {c["class"]: c.get("name", c["class"]) for c in patterns.get("classes", [])}
         targets = ", ".join(f"{c} ({names.get(c, '?')})" for c in verdict.get("classes", []))
-        fired = verdict.get("tests_fired") or verdict.get("rule")
-        by = f", by {', '.join(fired) if isinstance(fired, list) else fired}" if fired else ""
+        fired = verdict.get("tests_fired") or []
+        by = f", by {', '.join(fired)}" if fired else ""
         return _card("Backdoor", f"suspected: target class {targets}{by}", "fail", rule)
     return _card("Backdoor", "no class's pattern looks implanted", "pass", rule)
 
@@ -204,6 +209,19 @@ def _knowledge_card(doc: Mapping[str, Any], gates: Sequence[Mapping[str, Any]]) 
 
 def _card(label: str, text: str, status: str, basis: str) -> dict[str, str]:
     return {"label": label, "text": text, "status": status, "basis": basis}
+
+
+def _run_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The tool, data and settings rows of one model's appendix (what compared runs share)."""
+    return flatten(
+        {"tool": doc.get("tool"), "data": doc.get("data"), "settings": doc.get("settings")}
+    )
+
+
+def _differences(doc: Mapping[str, Any], shared: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The rows of `doc`'s run that are not the same as in the shared (first model's) rows."""
+    reference = dict(shared)
+    return [(key, value) for key, value in _run_rows(doc) if reference.get(key) != value]
 
 
 def appendix(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
