@@ -16,7 +16,6 @@ from onnxaudit.model.graph import (
     FLOAT_TYPES,
     NCHW_FROM_NHWC,
     attribute,
-    constant_names,
     dependents,
     producers,
 )
@@ -202,13 +201,13 @@ def candidate_layers(
 
 
 def sample_feature(
-    graph: onnx.GraphProto, logits: str, table: ShapeTable
+    graph: onnx.GraphProto, image: str, logits: str, table: ShapeTable
 ) -> tuple[str | None, int | None]:
     """The data input of the last linear classifier on the path to the logits.
 
     A Gemm/MatMul, or a Conv applied to a 1x1 map (fully-convolutional heads such as DenseNet's).
     """
-    constants = constant_names(graph)
+    varied = dependents(graph, image)
     made_by = producers(graph)
     upstream, stack = set(), [logits]
     while stack:
@@ -220,7 +219,7 @@ def sample_feature(
     for node in reversed(graph.node):
         if node.output[0] not in upstream:
             continue
-        data = [i for i in node.input[:2] if i not in constants]
+        data = [i for i in node.input[:2] if i in varied]
         if len(data) != 1:
             continue
         shape = table.dims.get(data[0])

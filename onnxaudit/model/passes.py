@@ -165,8 +165,13 @@ def _with_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     inferred = onnx.shape_inference.infer_shapes(model)
     known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
     for out in model.graph.output:
-        if not out.type.tensor_type.HasField("shape") and out.name in known:
-            out.type.CopyFrom(known[out.name].type)
+        if out.type.tensor_type.HasField("shape"):
+            continue
+        if out.name not in known or not known[out.name].type.tensor_type.HasField("shape"):
+            made_by = next((n for n in model.graph.node if out.name in n.output), None)
+            where = f" ({made_by.op_type} node {made_by.name!r})" if made_by is not None else ""
+            raise AuditError(f"the shape of {out.name!r}{where} is unknown, even its rank")
+        out.type.CopyFrom(known[out.name].type)
     try:
         onnx.checker.check_model(model)
     except ValueError:  # models over 2 GB cannot be checked in memory; the file was checked on load

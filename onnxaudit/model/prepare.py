@@ -121,7 +121,7 @@ def prepare_graph(
     proto = passes.canonicalize_input(
         model, layout, settings.mean, settings.std, settings.channel_order, settings.input_scale
     )
-    feature_name, feature_dim = sample_feature(proto.graph, scores.name, table)
+    feature_name, feature_dim = sample_feature(proto.graph, original.name, scores.name, table)
     info = ModelInfo(
         input_name=original.name,
         input_shape=(channels, height, width),

@@ -18,8 +18,8 @@ from onnx import helper, numpy_helper
 from onnxaudit.errors import AuditError
 from onnxaudit.model.graph import (
     Dim,
-    consumers,
     constant_names,
+    consumers,
     copy_model,
     dependents,
     dims,
