@@ -10,19 +10,28 @@ from onnxaudit.cli.common import (
     BATCH_SIZE,
     DATA,
     DEVICE,
-    MEAN,
     MODEL,
     PER_CLASS,
     SEED,
-    STD,
     THREADS,
+    check_compatible,
     console,
-    load_inputs,
     parse_names,
     progress,
 )
+from onnxaudit.cli.model_options import (
+    ChannelOrder,
+    ClassNames,
+    InputScale,
+    InputShape,
+    Mean,
+    Std,
+    prepare_options,
+)
+from onnxaudit.data import load_dataset
 from onnxaudit.errors import AuditError
-from onnxaudit.features.extract import FeatureExtractor
+from onnxaudit.features.extract import FeatureExtractor, label_order_warning
+from onnxaudit.model import prepare_model, resolve_layers
 
 
 def extract(
@@ -32,7 +41,7 @@ def extract(
         ...,
         "--layers",
         "-l",
-        help="Comma-separated tensor names (see `onnxaudit layers`), or 'all'.",
+        help="Comma-separated tensor names or numbers from `onnxaudit layers`, or 'all'.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="The .npz to write."),
     grid: int = typer.Option(
@@ -44,24 +53,35 @@ def extract(
     float16: bool = typer.Option(False, "--float16", help="Store features as float16."),
     per_class: int = PER_CLASS,
     seed: int = SEED,
-    mean: str = MEAN,
-    std: str = STD,
+    input_shape: InputShape = None,
+    channel_order: ChannelOrder = None,
+    input_scale: InputScale = None,
+    mean: Mean = None,
+    std: Std = None,
+    classes: ClassNames = None,
     device: str = DEVICE,
     threads: int = THREADS,
     batch_size: int = BATCH_SIZE,
 ) -> None:
-    """Write per-layer features (NCHW, or regional with --grid), logits and labels to an .npz."""
+    """Write per-layer features (NCHW, or regional with --grid), logits and labels to an .npz.
+
+    The logits are the class scores before any final Softmax."""
     if out.suffix != ".npz":
         raise AuditError("the output must end in .npz", out)
-    prepared, dataset = load_inputs(model, data, per_class, seed, mean, std)
-    names = parse_names(layers)
-    if names == ["all"]:
-        names = [layer.name for layer in prepared.info.layers]
+    options = prepare_options(input_shape, channel_order, input_scale, mean, std, classes)
+    prepared = prepare_model(model, **options)
+    dataset = load_dataset(data).subset(per_class, seed)
+    check_compatible(prepared, dataset, data)
+    names = resolve_layers(prepared.info, parse_names(layers))
     if not names:
         raise AuditError("--layers names no tensor", model)
     extractor = FeatureExtractor(
         prepared, names, grid, sample_feature, device, threads, batch_size, float16
     )
+    console.print(dataset.describe_labels())
+    warning = label_order_warning(prepared, dataset, seed=seed, device=device, threads=threads)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     with progress() as bar:
         task = bar.add_task("extracting", total=len(dataset))
         shapes = extractor.extract_to_npz(dataset, out, lambda n: bar.advance(task, n))
