@@ -273,3 +273,14 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     return copy
+
+
+def tensor_values(model: onnx.ModelProto, tensor: str, x: np.ndarray) -> np.ndarray:
+    """`tensor` of the original `model` on input `x`, by onnxruntime with it exposed as an output."""
+    from onnxaudit.features.runtime import create_session
+
+    exposed = _copy(model)
+    if tensor not in {o.name for o in exposed.graph.output}:
+        exposed.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    feed = {exposed.graph.input[0].name: x}
+    return create_session(exposed, device="cpu").run([tensor], feed)[0]

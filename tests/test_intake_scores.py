@@ -6,23 +6,14 @@ import numpy as np
 import onnx
 import pytest
 from graphs import small_cnn
-from intake_graphs import binary_cnn, not_classifier, with_final
+from intake_graphs import binary_cnn, not_classifier, tensor_values, with_final
 from onnx import numpy_helper
 
 from onnxaudit.analyses.knowledge import KnowledgeSettings, analyse_knowledge
 from onnxaudit.data import Dataset
 from onnxaudit.errors import AuditError
 from onnxaudit.features.extract import FeatureExtractor
-from onnxaudit.features.runtime import create_session
 from onnxaudit.model import prepare_model
-
-
-def scores_of(model: onnx.ModelProto, tensor: str, x: np.ndarray) -> np.ndarray:
-    """`tensor` of the original model, computed by onnxruntime with it exposed as an output."""
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    exposed.graph.output.append(onnx.ValueInfoProto(name=tensor))
-    return create_session(exposed, device="cpu").run([tensor], {"x": x})[0]
 
 
 def saved(tmp_path, model: onnx.ModelProto, name: str):
@@ -44,8 +35,8 @@ def test_logits_are_the_scores_before_the_final_normaliser(tmp_path, op, reshape
     assert op not in {n.op_type for n in prepared.proto.graph.node}
     x = np.random.default_rng(0).random((5, 1, 8, 8), dtype=np.float32)
     logits = FeatureExtractor(prepared, device="cpu").transform(x)["logits"]
-    np.testing.assert_allclose(logits, scores_of(plain, "logits", x), rtol=1e-5, atol=1e-6)
-    probs = scores_of(ended, "probs", x)
+    np.testing.assert_allclose(logits, tensor_values(plain, "logits", x), rtol=1e-5, atol=1e-6)
+    probs = tensor_values(ended, "probs", x)
     assert not np.allclose(logits, probs, atol=1e-2)  # the test would see probabilities
 
 
@@ -56,11 +47,11 @@ def test_sigmoid_binary_model_gets_two_class_scores(tmp_path):
     assert info.num_classes == 2 and "Sigmoid" in info.logits_reason
     x = np.random.default_rng(1).random((4, 1, 8, 8), dtype=np.float32)
     logits = FeatureExtractor(prepared, device="cpu").transform(x)["logits"]
-    z = scores_of(model, "logits", x)[:, 0]
+    z = tensor_values(model, "logits", x)[:, 0]
     np.testing.assert_allclose(logits[:, 0], 0.0)
     np.testing.assert_allclose(logits[:, 1], z, rtol=1e-5, atol=1e-6)
     softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    np.testing.assert_allclose(softmax[:, 1], scores_of(model, "probs", x)[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(softmax[:, 1], tensor_values(model, "probs", x)[:, 0], rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +77,7 @@ def confident_cnn(data: Dataset) -> onnx.ModelProto:
     """small_cnn with its Gemm head set to the class centroids of its features, scaled to give
     confident scores: a random head leaves every posterior near 1/K, hence no knowledge points."""
     model = small_cnn(seed=3)
-    features = scores_of(model, "flat", data.images((1, 8, 8)))
+    features = tensor_values(model, "flat", data.images((1, 8, 8)))
     centroids = np.stack([features[data.labels == c].mean(0) for c in range(3)])
     head = centroids - features.mean(0)
     head *= 20.0 / np.abs(head).max()
