@@ -30,6 +30,7 @@ class Dataset:
     source: str
     array: np.ndarray | None = None
     files: list[Path] | None = None
+    class_order: str = "as stored"  # class folders: "numeric" or "alphabetical"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,7 +57,17 @@ class Dataset:
             source=self.source,
             array=None if self.array is None else self.array[indices],
             files=None if self.files is None else [self.files[i] for i in indices],
+            class_order=self.class_order,
         )
+
+    def label_mapping(self) -> dict[str, int]:
+        """Class name -> label index: the model's class index each name is scored against."""
+        return {name: index for index, name in enumerate(self.classes)}
+
+    def describe_labels(self) -> str:
+        """One line naming every label, e.g. 'labels 0=0, 1=90, 2=180, 3=270 (numeric order)'."""
+        pairs = ", ".join(f"{i}={name}" for i, name in enumerate(self.classes))
+        return f"labels {pairs} ({self.class_order} order)"
 
     def images(self, shape: tuple[int, int, int], indices: np.ndarray | None = None) -> np.ndarray:
         """Images (n, C, H, W) float32 in [0, 1] at the model's input `shape` (C, H, W)."""
@@ -88,6 +99,7 @@ class Dataset:
             "n": len(self),
             "classes": self.classes,
             "per_class_counts": counts,
+            "class_order": self.class_order,
             "per_class": per_class,
             "seed": seed,
         }
@@ -199,7 +211,8 @@ FASHION_MNIST_CLASSES = [
 
 
 def _load_folder(path: Path) -> Dataset:
-    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    class_dirs, order = _ordered_classes(class_dirs)
     if not class_dirs:
         raise AuditError("a data folder needs one sub-folder of images per class", path)
     files, labels = [], []
@@ -215,6 +228,40 @@ def _load_folder(path: Path) -> Dataset:
         classes=[d.name for d in class_dirs],
         source=str(path),
         files=files,
+        class_order=order,
+    )
+
+
+def _ordered_classes(folders: list[Path]) -> tuple[list[Path], str]:
+    """Numeric order when every folder name is a number (0, 90, 180, 270), else alphabetical."""
+    try:
+        return sorted(folders, key=lambda d: (float(d.name), d.name)), "numeric"
+    except ValueError:
+        return sorted(folders), "alphabetical"
+
+
+def check_label_order(
+    predictions: np.ndarray, labels: np.ndarray, classes: list[str] | None = None
+) -> str | None:
+    """A warning when clean accuracy is near chance: the labels likely follow another class order.
+
+    Near chance means within two binomial standard deviations above 1/k, k the number of
+    distinct labels in the data; None when accuracy is clearly above it.
+    """
+    labels = np.asarray(labels)
+    present = len(np.unique(labels))
+    if len(labels) == 0 or present < 2:
+        return None
+    accuracy = float(np.mean(np.asarray(predictions) == labels))
+    chance = 1.0 / present
+    if accuracy > chance + 2 * np.sqrt(chance * (1 - chance) / len(labels)):
+        return None
+    order = (
+        f" (data labels: {', '.join(f'{i}={c}' for i, c in enumerate(classes))})" if classes else ""
+    )
+    return (
+        f"clean accuracy {accuracy:.0%} on {len(labels)} images is near chance ({chance:.0%}): "
+        f"the labels probably do not follow the model's class order{order}"
     )
 
 

@@ -155,12 +155,18 @@ def run_audit(
     display_path: str | None = None,
 ) -> AuditResult:
     """Run the analyses of `settings` on an already prepared model and subset."""
+    from onnxaudit.features.extract import label_order_warning
+
+    warning = label_order_warning(
+        pm, dataset, seed=purpose(settings.seed, "subset"), device=settings.device,
+        threads=settings.threads,
+    )  # fmt: skip
     results = {
         name: analysis(pm, dataset, settings, purpose(settings.seed, name), progress)
         for name, analysis in ANALYSES.items()
         if settings.runs(name)
     }
-    return AuditResult(pm, dataset, settings, results, display_path)
+    return AuditResult(pm, dataset, settings, results, display_path, [warning] if warning else [])
 
 
 def compare(

@@ -22,16 +22,24 @@ CANVASES = ("confident", "white", "free")
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """What the model expects of its input, applied to the model and to each of its checkpoints.
-
-    `mean`/`std` are per-channel values the model's own normalisation needs; None reads them from
-    the model's `preprocessing` metadata when it has some.
+    """What the model expects of its input, applied to the model, each of its checkpoints and
+    every compared model: the model takes `(x * input_scale - mean) / std` in `channel_order`
+    for RGB pixels x in [0, 1], at `input_shape` (C, H, W). None reads a setting from the model's
+    `metadata_props` when it has one (docs/intake.md), else rgb, scale 1, no normalisation.
     """
 
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    input_shape: tuple[int, ...] | None = None
+    channel_order: str | None = None
+    input_scale: float | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        for name in ("input_shape", "class_names"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
         for name in ("mean", "std"):
             values = getattr(self, name)
             if values is not None:
@@ -44,10 +52,18 @@ class ModelOptions:
 
     def prepare(self, path: str | Path) -> PreparedModel:
         """The canonical model (NCHW RGB pixels in [0, 1]) of the ONNX file at `path`."""
-        return prepare_model(path, self.mean, self.std)
+        return prepare_model(
+            path,
+            self.mean,
+            self.std,
+            input_shape=self.input_shape,
+            channel_order=self.channel_order,
+            input_scale=self.input_scale,
+            class_names=self.class_names,
+        )
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)

@@ -410,7 +410,7 @@ def test_cli_writes_result_and_report(onnx_planted, tmp_path):
     app.command()(patterns)
     app.command("noop")(lambda: None)  # two commands: the verb is named on the command line
     args = [str(onnx_planted / "planted.onnx"), "--data", str(onnx_planted / "bars.npz")]
-    args += ["--out", str(tmp_path), "--k", "9", "--epochs", "2", "--classes", "2,3"]
+    args += ["--out", str(tmp_path), "--k", "9", "--epochs", "2", "--pattern-classes", "2,3"]
     run = CliRunner().invoke(app, ["patterns", *args])
     assert run.exit_code == 0, run.output
     doc = json.loads((tmp_path / "result.json").read_text())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,10 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from onnxaudit.analyses.knowledge.analysis import default_layers
-from onnxaudit.checks import check_compatible
-from onnxaudit.data import Dataset, load_dataset
 from onnxaudit.errors import AuditError
-from onnxaudit.model import PreparedModel
 from onnxaudit.outputs import check_output_dir, locked_output
 from onnxaudit.pipeline import prepare_inputs, run_audit
 from onnxaudit.progress import ProgressFn
@@ -96,6 +94,7 @@ def audit_and_write(
             paths = write_report(result, out, outcomes, junit)
     if out is not None:
         typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    print_warnings(result.warnings)
     (summary or print_verdicts)(result)
     report_outcomes(outcomes)
 
@@ -135,6 +134,13 @@ def print_verdict_table(runs: Sequence[AuditResult]) -> None:
     Console(width=max(120, console.width)).print(table)
 
 
+def print_warnings(warnings: Sequence[str | None]) -> None:
+    """Warnings on stderr, one line each."""
+    for warning in warnings:
+        if warning:
+            console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
 def report_outcomes(outcomes: Sequence[GateOutcome]) -> None:
     """Print each gate on stdout; exit 1 when one failed (outputs are already written)."""
     for outcome in outcomes:
@@ -143,51 +149,3 @@ def report_outcomes(outcomes: Sequence[GateOutcome]) -> None:
     if failed:
         typer.echo(f"{len(failed)} of {len(outcomes)} gates failed: {', '.join(failed)}")
         raise typer.Exit(1)
-
-
-# Legacy option objects of the `layers` and `extract` verbs (moved to cli/options.py elsewhere).
-MODEL = typer.Argument(
-    ..., help="The classifier, an .onnx file (external .onnx.data beside it is read)."
-)
-DATA = typer.Option(
-    ...,
-    "--data",
-    "-d",
-    help="Images: a folder of class folders, an .npz (x, y[, classes]) or IDX files.",
-)
-PER_CLASS = typer.Option(None, "--per-class", help="Use a stratified subset of N images per class.")
-SEED = typer.Option(0, "--seed", help="Seed of every random choice.")
-DEVICE = typer.Option(
-    "auto", "--device", help="auto (CUDA when onnxruntime offers it), cpu or cuda."
-)
-THREADS = typer.Option(None, "--threads", help="onnxruntime intra-op threads (default: all cores).")
-BATCH_SIZE = typer.Option(128, "--batch-size", help="Images per onnxruntime call.")
-MEAN = typer.Option(
-    None, "--mean", help="Per-channel mean the model expects, e.g. 0.485,0.456,0.406."
-)
-STD = typer.Option(None, "--std", help="Per-channel std the model expects, e.g. 0.229,0.224,0.225.")
-
-
-def load_inputs(
-    model: Path,
-    data: Path,
-    per_class: int | None,
-    seed: int,
-    mean: str | None = None,
-    std: str | None = None,
-) -> tuple[PreparedModel, Dataset]:
-    """The prepared model and the (subset of the) data, checked against each other."""
-    from onnxaudit.cli.options import parse_floats
-    from onnxaudit.seeds import purpose
-    from onnxaudit.settings import ModelOptions
-
-    prepared = ModelOptions(parse_floats(mean, "--mean"), parse_floats(std, "--std")).prepare(model)
-    dataset = load_dataset(data).subset(per_class, purpose(seed, "subset"))
-    check_compatible(prepared, dataset)
-    return prepared, dataset
-
-
-def parse_names(text: str | None) -> list[str]:
-    from onnxaudit.cli.options import parse_names as parse
-
-    return parse(text)

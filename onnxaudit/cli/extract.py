@@ -6,33 +6,39 @@ from pathlib import Path
 
 import typer
 
-from onnxaudit.cli.common import (
-    BATCH_SIZE,
-    DATA,
-    DEVICE,
-    MEAN,
-    MODEL,
-    PER_CLASS,
-    SEED,
-    STD,
-    THREADS,
-    console,
-    load_inputs,
+from onnxaudit.checks import check_compatible
+from onnxaudit.cli.common import console, print_warnings, progress
+from onnxaudit.cli.options import (
+    BatchSize,
+    ChannelOrder,
+    ClassNames,
+    Data,
+    Device,
+    InputScale,
+    InputShape,
+    Mean,
+    Model,
+    PerClass,
+    Seed,
+    Std,
+    Threads,
+    model_options,
     parse_names,
-    progress,
 )
 from onnxaudit.errors import AuditError
-from onnxaudit.features.extract import FeatureExtractor
+from onnxaudit.features.extract import FeatureExtractor, label_order_warning
+from onnxaudit.model import resolve_layers
+from onnxaudit.pipeline import load_data
 
 
 def extract(
-    model: Path = MODEL,
-    data: Path = DATA,
+    model: Model,
+    data: Data,
     layers: str = typer.Option(
         ...,
         "--layers",
         "-l",
-        help="Comma-separated tensor names (see `onnxaudit layers`), or 'all'.",
+        help="Comma-separated tensor names or numbers from `onnxaudit layers`, or 'all'.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="The .npz to write."),
     grid: int = typer.Option(
@@ -42,25 +48,35 @@ def extract(
         False, "--sample-feature", help="Also store the input of the last Gemm/MatMul."
     ),
     float16: bool = typer.Option(False, "--float16", help="Store features as float16."),
-    per_class: int = PER_CLASS,
-    seed: int = SEED,
-    mean: str = MEAN,
-    std: str = STD,
-    device: str = DEVICE,
-    threads: int = THREADS,
-    batch_size: int = BATCH_SIZE,
+    per_class: PerClass = None,
+    seed: Seed = 0,
+    input_shape: InputShape = None,
+    channel_order: ChannelOrder = None,
+    input_scale: InputScale = None,
+    mean: Mean = None,
+    std: Std = None,
+    classes: ClassNames = None,
+    device: Device = "auto",
+    threads: Threads = None,
+    batch_size: BatchSize = 128,
 ) -> None:
-    """Write per-layer features (NCHW, or regional with --grid), logits and labels to an .npz."""
+    """Write per-layer features (NCHW, or regional with --grid), logits and labels to an .npz.
+
+    The logits are the class scores before any final Softmax."""
     if out.suffix != ".npz":
         raise AuditError("the output must end in .npz", out)
-    prepared, dataset = load_inputs(model, data, per_class, seed, mean, std)
-    names = parse_names(layers)
-    if names == ["all"]:
-        names = [layer.name for layer in prepared.info.layers]
+    prepared = model_options(locals()).prepare(model)
+    dataset = load_data(data, per_class, seed)
+    check_compatible(prepared, dataset)
+    names = resolve_layers(prepared.info, parse_names(layers))
     if not names:
         raise AuditError("--layers names no tensor", model)
     extractor = FeatureExtractor(
         prepared, names, grid, sample_feature, device, threads, batch_size, float16
+    )
+    console.print(dataset.describe_labels())
+    print_warnings(
+        [label_order_warning(prepared, dataset, seed=seed, device=device, threads=threads)]
     )
     with progress() as bar:
         task = bar.add_task("extracting", total=len(dataset))

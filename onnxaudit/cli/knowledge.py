@@ -7,9 +7,13 @@ import typer
 from onnxaudit.cli.common import audit_and_write
 from onnxaudit.cli.options import (
     Attack,
+    ChannelOrder,
     Checkpoints,
+    ClassNames,
     Data,
     Device,
+    InputScale,
+    InputShape,
     Layers,
     Mean,
     Model,
@@ -32,8 +36,12 @@ def knowledge(
     checkpoints: Checkpoints = None,
     attack: Attack = False,
     seed: Seed = 0,
+    input_shape: InputShape = None,
+    channel_order: ChannelOrder = None,
+    input_scale: InputScale = None,
     mean: Mean = None,
     std: Std = None,
+    classes: ClassNames = None,
     device: Device = "auto",
     threads: Threads = None,
 ) -> None:

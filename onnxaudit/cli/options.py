@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from onnxaudit.errors import AuditError
+from onnxaudit.model import load_class_names
 from onnxaudit.results.gates import GateSpec, parse_threshold
 from onnxaudit.results.schema import load_result
 from onnxaudit.settings import ANALYSIS_NAMES, ModelOptions, Settings
@@ -57,21 +58,54 @@ OptionalOut = Annotated[
     typer.Option("--out", "-o", help="Also write report.html and result.json here.", metavar="DIR"),
 ]
 
-# model preparation
+# model preparation (what the model expects)
+InputShape = Annotated[
+    str | None,
+    typer.Option(
+        "--input-shape",
+        help="C,H,W the model takes (fixes dynamic sizes, or overrides them), e.g. 3,224,224.",
+        metavar="C,H,W",
+    ),
+]
+ChannelOrder = Annotated[
+    str | None,
+    typer.Option(
+        "--channel-order",
+        help="rgb or bgr: the channel order the model expects (data are RGB).",
+        metavar="rgb|bgr",
+    ),
+]
+InputScale = Annotated[
+    float | None,
+    typer.Option(
+        "--input-scale",
+        help="S: the model expects (x*S - mean)/std for pixels x in [0, 1]; 255 for 0-255 models.",
+        metavar="S",
+    ),
+]
 Mean = Annotated[
     str | None,
     typer.Option(
         "--mean",
-        help="Per-channel mean the model expects, e.g. 0.485,0.456,0.406.",
+        help="Per-channel mean in the model's units and channel order, e.g. 123.7,116.3,103.5.",
         metavar="M,M,M",
     ),
 ]
 Std = Annotated[
     str | None,
     typer.Option(
-        "--std", help="Per-channel std the model expects, e.g. 0.229,0.224,0.225.", metavar="S,S,S"
+        "--std", help="Per-channel std in the model's units and channel order.", metavar="S,S,S"
     ),
 ]
+ClassNames = Annotated[
+    Path | None,
+    typer.Option(
+        "--classes",
+        help="Class names: a file with one name per line, or a JSON list.",
+        metavar="FILE",
+    ),
+]
+
 
 # run
 PerClass = Annotated[
@@ -157,10 +191,12 @@ Attack = Annotated[
 ]
 
 # class-wise patterns
-Classes = Annotated[
+PatternClasses = Annotated[
     str | None,
     typer.Option(
-        "--classes", help="Comma-separated class indices to search (default: all).", metavar="LIST"
+        "--pattern-classes",
+        help="Comma-separated class indices to search (default: all).",
+        metavar="LIST",
     ),
 ]
 K = Annotated[
@@ -251,7 +287,31 @@ def parse_classes(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(c) for c in parse_names(text)) or None
     except ValueError:
-        raise AuditError(f"--classes takes comma-separated class indices, got {text!r}") from None
+        raise AuditError(
+            f"--pattern-classes takes comma-separated class indices, got {text!r}"
+        ) from None
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise AuditError(f"--input-shape takes C,H,W (integers), got {text!r}") from None
+
+
+def model_options(options: Mapping[str, object]) -> ModelOptions:
+    """The model-preparation options of a verb as ModelOptions."""
+    classes = options.get("classes")
+    return ModelOptions(
+        mean=parse_floats(options.get("mean"), "--mean"),
+        std=parse_floats(options.get("std"), "--std"),
+        input_shape=parse_shape(options.get("input_shape")),
+        channel_order=options.get("channel_order"),
+        input_scale=options.get("input_scale"),
+        class_names=None if classes is None else tuple(load_class_names(classes)),
+    )
 
 
 def parse_skip(skip: str | None, only: str | None) -> frozenset[str]:
@@ -292,16 +352,13 @@ def settings_from_options(options: Mapping[str, object], base: Settings | None =
     changes: dict[str, object] = {
         field: options[name] for name, field in _COPIED.items() if name in options
     }
-    changes["model"] = ModelOptions(
-        mean=parse_floats(options.get("mean"), "--mean"),
-        std=parse_floats(options.get("std"), "--std"),
-    )
+    changes["model"] = model_options(options)
     if "layers" in options:
         changes["layers"] = tuple(parse_names(options["layers"])) or None
     if "checkpoints" in options:
         changes["checkpoints"] = tuple(str(p) for p in options["checkpoints"] or ())
-    if "classes" in options:
-        changes["patterns_classes"] = parse_classes(options["classes"])
+    if "pattern_classes" in options:
+        changes["patterns_classes"] = parse_classes(options["pattern_classes"])
     if "canvas" in options:
         changes["patterns_canvases"] = tuple(parse_names(options["canvas"]))
     if "skip" in options or "only" in options:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxaudit.data import Dataset
+from onnxaudit.data import Dataset, check_label_order
 from onnxaudit.errors import AuditError
 from onnxaudit.features.runtime import create_session
 from onnxaudit.model import PreparedModel
@@ -150,3 +150,24 @@ class FeatureExtractor:
                 value = value.reshape(len(value), -1, value.shape[-1])
             out[key] = value.astype(self.dtype, copy=False)
         return out
+
+
+def predict_classes(
+    model: PreparedModel, x: np.ndarray, device: str = "auto", threads: int | None = None
+) -> np.ndarray:
+    """The model's predicted class for each image of `x` (N, C, H, W) in [0, 1]."""
+    return FeatureExtractor(model, device=device, threads=threads).transform(x)[LOGITS].argmax(1)
+
+
+def label_order_warning(
+    model: PreparedModel,
+    dataset: Dataset,
+    per_class: int = 20,
+    seed: int = 0,
+    device: str = "auto",
+    threads: int | None = None,
+) -> str | None:
+    """Clean accuracy on a stratified subset; a warning string when it is near chance."""
+    sub = dataset.subset(per_class, seed)
+    predictions = predict_classes(model, sub.images(model.info.input_shape), device, threads)
+    return check_label_order(predictions, sub.labels, sub.classes)

@@ -11,27 +11,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxaudit.errors import AuditError
+from onnxaudit.model.graph import NCHW_FROM_NHWC, copy_model, graph_inputs, unique_name
 
-NCHW_FROM_NHWC = (0, 3, 1, 2)
-
-
-def _unique(graph: onnx.GraphProto, stem: str) -> str:
-    """A tensor or node name not used anywhere in `graph`, derived from `stem`."""
-    taken = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
-    taken |= {t.name for t in graph.initializer}
-    for node in graph.node:
-        taken.update(node.input)
-        taken.update(node.output)
-        taken.add(node.name)
-    name, i = stem, 0
-    while name in taken:
-        i += 1
-        name = f"{stem}_{i}"
-    return name
+__all__ = ["NCHW_FROM_NHWC", "adaptive_pool_matrix", "canonicalize_input", "expose_tensors"]
 
 
 def _constant(graph: onnx.GraphProto, stem: str, value: np.ndarray) -> str:
-    name = _unique(graph, stem)
+    name = unique_name(graph, stem)
     graph.initializer.append(numpy_helper.from_array(value, name))
     return name
 
@@ -41,63 +27,93 @@ def canonicalize_input(
     layout: str,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    channel_order: str = "rgb",
+    input_scale: float = 1.0,
 ) -> onnx.ModelProto:
-    """Make the model take NCHW float32 pixels in [0, 1].
+    """Make the model take NCHW float32 RGB pixels in [0, 1].
 
-    Prepends, in this order, the `(x - mean) / std` normalisation, the NCHW -> NHWC transpose for
-    NHWC models, and a cast for non-float32 inputs. Analyses then blend, clip and differentiate in
-    raw pixel space, before the model's own normalisation.
+    Prepends, in this order, the RGB -> BGR reorder, the `x * input_scale`, the `(x - mean) / std`
+    normalisation (mean/std in the model's channel order and units), the NCHW -> NHWC transpose
+    for NHWC models, and a cast for non-float32 inputs. Analyses then blend, clip and
+    differentiate in raw pixel space, before the model's own preprocessing.
     """
-    model = _copy(model)
+    model = copy_model(model)
     graph = model.graph
-    original = _graph_inputs(graph)[0]
+    original = graph_inputs(graph)[0]
     elem_type = original.type.tensor_type.elem_type
-    if layout == "NCHW" and mean is None and std is None and elem_type == TensorProto.FLOAT:
+    pixel_steps = (
+        channel_order != "rgb" or input_scale != 1.0 or mean is not None or std is not None
+    )
+    if layout == "NCHW" and not pixel_steps and elem_type == TensorProto.FLOAT:
         return model
 
     dims = list(original.type.tensor_type.shape.dim)
     if layout == "NHWC":
         dims = [dims[i] for i in NCHW_FROM_NHWC]
-    inner = _unique(graph, f"{original.name}__model_input")
+    inner = unique_name(graph, f"{original.name}__model_input")
     for node in graph.node:
         node.input[:] = [inner if name == original.name else name for name in node.input]
     for out in graph.output:
         if out.name == original.name:
             raise AuditError("the model's input is also one of its outputs; cannot rewrite it")
 
-    nodes, current = [], original.name
-    if mean is not None or std is not None:
-        channels = len(mean if mean is not None else std)
-        shape = (1, channels, 1, 1)
-        mean_arr = np.asarray(mean if mean is not None else [0.0] * channels, np.float32)
-        std_arr = np.asarray(std if std is not None else [1.0] * channels, np.float32)
-        mean_name = _constant(graph, "onnxaudit_mean", mean_arr.reshape(shape))
-        std_name = _constant(graph, "onnxaudit_std", std_arr.reshape(shape))
-        centred = _unique(graph, "onnxaudit_centred")
-        normalised = _unique(graph, "onnxaudit_normalised")
-        nodes += [
-            helper.make_node("Sub", [current, mean_name], [centred], name=centred),
-            helper.make_node("Div", [centred, std_name], [normalised], name=normalised),
-        ]
-        current = normalised
+    steps = _PixelSteps(graph, original.name)
+    if channel_order == "bgr":
+        steps.reverse_channels(dims[1].dim_value)
+    if input_scale != 1.0:
+        steps.elementwise("Mul", "onnxaudit_scaled", np.float32(input_scale))
+    if mean is not None:
+        steps.elementwise("Sub", "onnxaudit_centred", _per_channel(mean))
+    if std is not None:
+        steps.elementwise("Div", "onnxaudit_normalised", _per_channel(std))
     if layout == "NHWC":
-        nhwc = _unique(graph, "onnxaudit_nhwc")
-        nodes.append(helper.make_node("Transpose", [current], [nhwc], perm=[0, 2, 3, 1], name=nhwc))
-        current = nhwc
+        steps.add("Transpose", "onnxaudit_nhwc", perm=[0, 2, 3, 1])
     if elem_type != TensorProto.FLOAT:
-        cast = _unique(graph, "onnxaudit_cast")
-        nodes.append(helper.make_node("Cast", [current], [cast], to=elem_type, name=cast))
-        current = cast
-    nodes.append(helper.make_node("Identity", [current], [inner], name=inner))
+        steps.add("Cast", "onnxaudit_cast", to=elem_type)
+    steps.nodes.append(helper.make_node("Identity", [steps.current], [inner], name=inner))
 
     new_input = helper.make_tensor_value_info(original.name, TensorProto.FLOAT, None)
     new_input.type.tensor_type.shape.dim.extend(dims)
     position = list(graph.input).index(original)
     graph.input.remove(original)
     graph.input.insert(position, new_input)
-    for node in reversed(nodes):
+    for node in reversed(steps.nodes):
         graph.node.insert(0, node)
     return model
+
+
+def _per_channel(values: tuple[float, ...]) -> np.ndarray:
+    return np.asarray(values, np.float32).reshape(1, len(values), 1, 1)
+
+
+class _PixelSteps:
+    """The chain of nodes prepended in front of the model's input, built one step at a time."""
+
+    def __init__(self, graph: onnx.GraphProto, start: str) -> None:
+        self.graph, self.current = graph, start
+        self.nodes: list[onnx.NodeProto] = []
+
+    def add(self, op: str, stem: str, extra: list[str] = (), **attrs) -> None:
+        name = unique_name(self.graph, stem)
+        self.nodes.append(helper.make_node(op, [self.current, *extra], [name], name=name, **attrs))
+        self.current = name
+
+    def elementwise(self, op: str, stem: str, value: np.ndarray) -> None:
+        self.add(op, stem, [_constant(self.graph, f"{stem}_value", np.asarray(value, np.float32))])
+
+    def reverse_channels(self, channels: int) -> None:
+        """RGB -> BGR by Split and Concat (both differentiable, every opset).
+
+        Every name comes from a distinct stem: the nodes join the graph only at the end.
+        """
+        parts = [unique_name(self.graph, f"onnxaudit_channel_{c}") for c in range(channels)]
+        split = unique_name(self.graph, "onnxaudit_split")
+        self.nodes.append(helper.make_node("Split", [self.current], parts, axis=1, name=split))
+        reordered = unique_name(self.graph, "onnxaudit_bgr")
+        self.nodes.append(
+            helper.make_node("Concat", parts[::-1], [reordered], axis=1, name=reordered)
+        )
+        self.current = reordered
 
 
 def expose_tensors(
@@ -115,7 +131,7 @@ def expose_tensors(
     reshaped to (N, R, C) it lists the regional features in row-major order. `shapes` gives
     each map's (C, H, W), needed for pooling.
     """
-    model = _copy(model)
+    model = copy_model(model)
     graph = model.graph
     layouts = layouts or {}
     produced = {out for node in graph.node for out in node.output}
@@ -149,8 +165,13 @@ def _with_output_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     inferred = onnx.shape_inference.infer_shapes(model)
     known = {vi.name: vi for vi in (*inferred.graph.value_info, *inferred.graph.output)}
     for out in model.graph.output:
-        if not out.type.tensor_type.HasField("shape") and out.name in known:
-            out.type.CopyFrom(known[out.name].type)
+        if out.type.tensor_type.HasField("shape"):
+            continue
+        if out.name not in known or not known[out.name].type.tensor_type.HasField("shape"):
+            made_by = next((n for n in model.graph.node if out.name in n.output), None)
+            where = f" ({made_by.op_type} node {made_by.name!r})" if made_by is not None else ""
+            raise AuditError(f"the shape of {out.name!r}{where} is unknown, even its rank")
+        out.type.CopyFrom(known[out.name].type)
     try:
         onnx.checker.check_model(model)
     except ValueError:  # models over 2 GB cannot be checked in memory; the file was checked on load
@@ -200,17 +221,6 @@ def _regional(
 
 
 def _append(graph: onnx.GraphProto, op: str, inputs: list[str], stem: str, **attrs) -> str:
-    output = _unique(graph, stem)
+    output = unique_name(graph, stem)
     graph.node.append(helper.make_node(op, inputs, [output], name=output, **attrs))
     return output
-
-
-def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    initializers = {t.name for t in graph.initializer}
-    return [i for i in graph.input if i.name not in initializers]
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy

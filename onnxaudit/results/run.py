@@ -33,6 +33,7 @@ class AuditResult:
     settings: Settings
     analyses: dict[str, AnalysisResult] = field(default_factory=dict)
     display_path: str | None = None  # the model path recorded (e.g. repo-relative in showcases)
+    warnings: list[str] = field(default_factory=list)  # about the inputs, e.g. label order
 
     @property
     def name(self) -> str:
@@ -42,12 +43,14 @@ class AuditResult:
         settings = self.settings.to_dict()
         settings["seeds"] = describe(self.settings.seed)
         settings["provider"] = providers_for(self.settings.device)[0]  # what `auto` became
-        return build_result(
+        doc = build_result(
             model_section(self.model, self.display_path),
             self.data.identity(self.settings.per_class, self.settings.seed),
             settings=settings,
             **self.analyses,
         )
+        doc["warnings"] = list(self.warnings)
+        return doc
 
 
 @dataclass

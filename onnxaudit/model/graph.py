@@ -1,0 +1,134 @@
+"""Small read-only queries on an ONNX graph that every model module needs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import onnx
+from onnx import TensorProto
+
+from onnxaudit.errors import AuditError
+
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+NCHW_FROM_NHWC = (0, 3, 1, 2)
+Dim = int | str | None
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def dims(value_info: onnx.ValueInfoProto) -> list[Dim] | None:
+    """The declared dims of a tensor: int, symbolic name, or None; None when the rank is unknown."""
+    tensor_type = value_info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+        for d in tensor_type.shape.dim
+    ]
+
+
+def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """The inputs that are fed at run time (old exporters also list the initializers)."""
+    initializers = {t.name for t in graph.initializer}
+    return [i for i in graph.input if i.name not in initializers]
+
+
+def image_input(graph: onnx.GraphProto, path: object = None) -> onnx.ValueInfoProto:
+    inputs = graph_inputs(graph)
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise AuditError(f"expected one image input, found {len(inputs)} ({names})", path)
+    return inputs[0]
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    found: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                found[name].append(node)
+    return found
+
+
+def constant_names(graph: onnx.GraphProto) -> set[str]:
+    """Initializers and Constant outputs: tensors that hold weights, never activations."""
+    names = {t.name for t in graph.initializer}
+    return names | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+
+
+def dependents(graph: onnx.GraphProto, source: str) -> set[str]:
+    """Every tensor computed from `source` (nodes are in topological order)."""
+    reached = {source}
+    for node in graph.node:
+        if reached.intersection(node.input):
+            reached.update(o for o in node.output if o)
+    return reached
+
+
+def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """How errors name a node: its op and its name (or first output)."""
+    return f"{node.op_type} node {node.name or node.output[0]!r}"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unique_name(graph: onnx.GraphProto, stem: str) -> str:
+    """A tensor or node name not used anywhere in `graph`, derived from `stem`."""
+    taken = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
+    taken |= {t.name for t in graph.initializer}
+    for node in graph.node:
+        taken.update(node.input)
+        taken.update(node.output)
+        taken.add(node.name)
+    name, i = stem, 0
+    while name in taken:
+        i += 1
+        name = f"{stem}_{i}"
+    return name
+
+
+def remove_dead_nodes(graph: onnx.GraphProto) -> None:
+    """Drop nodes and initializers that no graph output needs."""
+    needed = {o.name for o in graph.output} | _subgraph_references(graph)
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = needed | {i.name for i in graph.input}
+    unused = [t for t in graph.initializer if t.name not in used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+
+
+def _subgraph_references(graph: onnx.GraphProto) -> set[str]:
+    """Names read inside If/Loop/Scan bodies (they may reach outer tensors)."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                for inner in body.node:
+                    names.update(inner.input)
+                names |= _subgraph_references(body)
+    return names
