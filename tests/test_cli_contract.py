@@ -156,3 +156,18 @@ def test_compare_gates_apply_to_every_model_with_junit(tmp_path, runner, fake_an
     assert suite.get("tests") == "4" and suite.get("failures") == "2"
     doc = json.loads((out / "result.json").read_text())
     assert [g["passed"] for g in doc["gates"]] == [False, True, False, True]
+
+
+def test_a_baseline_of_another_model_is_refused_before_work(
+    tiny_inputs, tmp_path, runner, fake_analyses
+):
+    model, data = tiny_inputs
+    baseline = tmp_path / "other.json"
+    doc = {"schema": "onnxaudit/result@1", "tool": {}, "data": {},
+           "model": {"name": "resnet", "sha256": "ab" * 32},
+           "knowledge": {"layers": [{"name": "/layer4/relu", "knowledge_points": 3.0}]}}  # fmt: skip
+    baseline.write_text(json.dumps(doc))
+    line = one_line_error(invoke(runner, model, data, tmp_path / "o", "--baseline", str(baseline),
+                                 "--max-drop", "10"))  # fmt: skip
+    assert "result of resnet (sha256 abababababab)" in line
+    assert fake_analyses["calls"] == []

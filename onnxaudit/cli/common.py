@@ -30,6 +30,7 @@ from onnxaudit.results.gates import (
     GateOutcome,
     GateSpec,
     baseline_layers,
+    check_baseline_matches,
     check_gate_layers,
     evaluate,
 )
@@ -84,6 +85,7 @@ def audit_and_write(
     if out is not None:
         check_output_dir(out)
     pm, dataset = prepare_inputs(model, data, settings)
+    check_baseline_matches(spec, pm.info)
     settings = settings.update(layers=settings.layers or baseline_layers(pm.info, spec.baseline))
     if settings.runs("knowledge"):
         check_gate_layers(spec, settings.layers or default_layers(pm.info))

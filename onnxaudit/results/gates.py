@@ -118,6 +118,22 @@ def resolve_layers(result: Mapping[str, Any], layer: str, gate: str) -> list[dic
         raise AuditError(f"gate {gate}: no analysed layer {layer!r} (analysed: {names})") from None
 
 
+def check_baseline_matches(spec: GateSpec, info: ModelInfo) -> None:
+    """Before any work: a --baseline must be a result of a model with the same layers."""
+    if spec.baseline is None:
+        return
+    names = [e["name"] for e in (spec.baseline.get("knowledge") or {}).get("layers") or []]
+    candidates = {layer.name for layer in info.layers}
+    missing = [name for name in names if name not in candidates]
+    if missing:
+        model = spec.baseline.get("model") or {}
+        raise AuditError(
+            f"--baseline analysed layer {missing[0]!r}, which this model does not have: it is a "
+            f"result of {model.get('name', '?')} (sha256 {str(model.get('sha256', '?'))[:12]}); "
+            f"give a baseline of this model"
+        )
+
+
 def check_gate_layers(spec: GateSpec, analysed: Sequence[str]) -> None:
     """Before any work: every --min-reliable-ratio layer must be one the run will analyse."""
     entries = [{"name": name} for name in analysed]
