@@ -11,9 +11,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onnxaudit.errors import AuditError
-from onnxaudit.model import PreparedModel, prepare_model
+
+if TYPE_CHECKING:
+    from onnxaudit.model import PreparedModel
 
 ANALYSIS_NAMES = ("knowledge", "patterns", "robustness")
 DEVICES = ("auto", "cpu", "cuda")
@@ -52,6 +55,8 @@ class ModelOptions:
 
     def prepare(self, path: str | Path) -> PreparedModel:
         """The canonical model (NCHW RGB pixels in [0, 1]) of the ONNX file at `path`."""
+        from onnxaudit.model import prepare_model
+
         return prepare_model(
             path,
             self.mean,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from onnxaudit.cli.common import audit_and_write
@@ -25,7 +27,9 @@ from onnxaudit.cli.options import (
     Threads,
     settings_from_options,
 )
-from onnxaudit.results.run import AuditResult
+
+if TYPE_CHECKING:
+    from onnxaudit.results.run import AuditResult
 
 
 def attack(

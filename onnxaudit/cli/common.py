@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -20,12 +21,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from onnxaudit.analyses.knowledge.analysis import default_layers
 from onnxaudit.errors import AuditError
 from onnxaudit.outputs import check_output_dir, locked_output
-from onnxaudit.pipeline import prepare_inputs, run_audit
 from onnxaudit.progress import ProgressFn
-from onnxaudit.report import verdicts, write_report
 from onnxaudit.results.gates import (
     GateOutcome,
     GateSpec,
@@ -34,8 +32,10 @@ from onnxaudit.results.gates import (
     check_gate_layers,
     evaluate,
 )
-from onnxaudit.results.run import AuditResult
 from onnxaudit.settings import Settings
+
+if TYPE_CHECKING:
+    from onnxaudit.results.run import AuditResult
 
 console = Console(stderr=True)
 
@@ -80,6 +80,10 @@ def audit_and_write(
     """The flow of `audit` and of the one-analysis verbs: validate, run, write, print, gate.
 
     `summary` prints a verb's own lines (e.g. accuracies) in place of the verdict lines."""
+    from onnxaudit.analyses.knowledge.analysis import default_layers
+    from onnxaudit.pipeline import prepare_inputs, run_audit
+    from onnxaudit.report import write_report
+
     spec = spec or GateSpec()
     check_gates_can_run(spec, settings)
     if out is not None:
@@ -114,6 +118,8 @@ def output_lock(out: Path | None) -> AbstractContextManager:
 
 def print_verdicts(result: AuditResult) -> None:
     """One line per analysis that ran."""
+    from onnxaudit.report.render import verdicts
+
     for card in verdicts(result.to_dict()):
         if card["status"] != "na":
             typer.echo(f"{card['label']}: {card['text']}")
@@ -121,6 +127,8 @@ def print_verdicts(result: AuditResult) -> None:
 
 def print_verdict_table(runs: Sequence[AuditResult]) -> None:
     """One row per model on stdout: each check's status and its reason in words."""
+    from onnxaudit.report.render import verdicts
+
     table = Table(box=None, show_edge=False, pad_edge=False)
     for column in ("model", "backdoor", "robustness", "knowledge"):
         table.add_column(column, overflow="fold")

@@ -40,12 +40,8 @@ from onnxaudit.cli.options import (
     gates_from_options,
     settings_from_options,
 )
-from onnxaudit.data import load_dataset
 from onnxaudit.errors import AuditError
 from onnxaudit.outputs import check_output_dir
-from onnxaudit.pipeline import compare as compare_models
-from onnxaudit.pipeline import prepare_inputs
-from onnxaudit.report import write_report
 from onnxaudit.results.gates import evaluate_many
 
 
@@ -77,6 +73,11 @@ def compare(
 ) -> None:
     """Compare models (e.g. normal, adversarially trained, distilled, backdoored) in one report;
     gates apply to every model (exit 1 if any model fails one)."""
+    from onnxaudit.data import load_dataset
+    from onnxaudit.pipeline import compare as compare_models
+    from onnxaudit.pipeline import prepare_inputs
+    from onnxaudit.report import write_report
+
     options = locals()
     settings = settings_from_options(options)
     spec = gates_from_options(options)

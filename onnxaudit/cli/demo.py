@@ -26,8 +26,6 @@ from onnxaudit.cli.options import (
 )
 from onnxaudit.errors import AuditError
 from onnxaudit.outputs import check_output_dir, locked_output
-from onnxaudit.pipeline import compare
-from onnxaudit.report import write_report
 from onnxaudit.settings import Settings
 
 # Normal, adversarially trained, distilled, and the two backdoored models (patch and blend).
@@ -77,6 +75,9 @@ def demo(
     threads: Threads = None,
 ) -> None:
     """Audit every zoo model, then compare them all; writes OUT/<model>/ and OUT/compare/."""
+    from onnxaudit.pipeline import compare
+    from onnxaudit.report import write_report
+
     root = repo_root()
     paths = zoo_paths(root)
     settings = Settings(

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from onnxaudit.checks import check_compatible
 from onnxaudit.cli.common import console, print_warnings, progress
 from onnxaudit.cli.options import (
     BatchSize,
@@ -26,9 +25,6 @@ from onnxaudit.cli.options import (
     parse_names,
 )
 from onnxaudit.errors import AuditError
-from onnxaudit.features.extract import FeatureExtractor, label_order_warning
-from onnxaudit.model import resolve_layers
-from onnxaudit.pipeline import load_data
 
 
 def extract(
@@ -63,6 +59,11 @@ def extract(
     """Write per-layer features (NCHW, or regional with --grid), logits and labels to an .npz.
 
     The logits are the class scores before any final Softmax."""
+    from onnxaudit.checks import check_compatible
+    from onnxaudit.features.extract import FeatureExtractor, label_order_warning
+    from onnxaudit.model import resolve_layers
+    from onnxaudit.pipeline import load_data
+
     if out.suffix != ".npz":
         raise AuditError("the output must end in .npz", out)
     prepared = model_options(locals()).prepare(model)

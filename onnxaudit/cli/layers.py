@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -20,7 +21,9 @@ from onnxaudit.cli.options import (
     Std,
     model_options,
 )
-from onnxaudit.model import ModelInfo
+
+if TYPE_CHECKING:
+    from onnxaudit.model import ModelInfo
 
 
 def layers(

@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 
 from onnxaudit.errors import AuditError
-from onnxaudit.model import load_class_names
 from onnxaudit.results.gates import GateSpec, parse_threshold
 from onnxaudit.results.schema import load_result
 from onnxaudit.settings import ANALYSIS_NAMES, ModelOptions, Settings
@@ -303,6 +302,8 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 def model_options(options: Mapping[str, object]) -> ModelOptions:
     """The model-preparation options of a verb as ModelOptions."""
+    from onnxaudit.model import load_class_names
+
     classes = options.get("classes")
     return ModelOptions(
         mean=parse_floats(options.get("mean"), "--mean"),

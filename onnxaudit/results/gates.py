@@ -11,10 +11,12 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onnxaudit.errors import AuditError
-from onnxaudit.model import ModelInfo
+
+if TYPE_CHECKING:
+    from onnxaudit.model import ModelInfo
 
 ALL_LAYERS = "*"
 
