@@ -46,13 +46,13 @@ class _LabelObjective:
 
     def emit(self, ctx: GradContext, logits: str) -> tuple[str, str]:
         labels = ctx.add_input(self.input_name, TensorProto.INT64, ["N"])
-        column = ctx.op("Unsqueeze", [labels, ctx.ints([1])])
+        column = ctx.unsqueeze(labels, [1])
         per_sample, seed = self._per_sample(ctx, logits, column)
         if self.reduction == "none":
             return per_sample, seed
         if self.reduction == "sum":
             return ctx.op("ReduceSum", [per_sample], keepdims=0), seed
-        batch = ctx.op("Slice", [ctx.shape_of(logits), ctx.ints([0]), ctx.ints([1])])
+        batch = ctx.slice(ctx.shape_of(logits), [0], [1], [0])
         batch = ctx.op("Cast", [batch], to=ctx.elem_type(logits))
         return ctx.op("ReduceMean", [per_sample], keepdims=0), ctx.op("Div", [seed, batch])
 
@@ -63,14 +63,22 @@ class _LabelObjective:
 
 def _onehot(ctx: GradContext, column: str, logits: str) -> str:
     """(N, K) 0/1 rows of `column` (N, 1) in the logits' float type (OneHot has no double)."""
-    zero, one = (ctx.const(np.asarray(i, np.int64)) for i in (0, 1))
-    classes = ctx.op("Range", [zero, ctx.op("Gather", [ctx.shape_of(logits), one]), one])
+    count = ctx.dims.get(logits, (None, None))[1]
+    if count is not None:
+        classes = ctx.const(np.arange(count, dtype=np.int64))
+    else:
+        zero, one = (ctx.const(np.asarray(i, np.int64)) for i in (0, 1))
+        classes = ctx.op("Range", [zero, ctx.op("Gather", [ctx.shape_of(logits), one]), one])
     return ctx.mask("Equal", column, classes, logits)
 
 
 def _pick(ctx: GradContext, logits: str, column: str) -> str:
-    picked = ctx.op("GatherElements", [logits, column], axis=1)
-    return ctx.op("Squeeze", [picked, ctx.ints([1])])
+    """logits[i, column[i]] as (N,) (GatherElements from opset 11, a one-hot sum before)."""
+    if ctx.opset >= 11:
+        picked = ctx.op("GatherElements", [logits, column], axis=1)
+        return ctx.squeeze(picked, [1])
+    chosen = ctx.op("Mul", [logits, _onehot(ctx, column, logits)])
+    return ctx.reduce("ReduceSum", chosen, [1], keepdims=False)
 
 
 @dataclass(frozen=True)
