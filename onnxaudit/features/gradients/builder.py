@@ -8,7 +8,7 @@ weights, Shape/Constant-driven subgraphs and integer/bool tensors carry no gradi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -57,8 +57,27 @@ def build_gradient_model(
 
     scores = _as_matrix(ctx, logits)
     loss, seed = objective.emit(ctx, scores)
+    seed = seed if scores == logits else ctx.reshape_like(seed, logits)
+    total = _backward(ctx, active, logits, seed)
+    input_grad = total(image)
+    if input_grad is None:  # every path runs through piecewise-constant ops (Floor, Sign...)
+        zero = onnx.numpy_helper.from_array(np.zeros(1, ctx.np_dtype(image)))
+        input_grad = ctx.op("ConstantOfShape", [ctx.shape_of(image)], value=zero)
+    outputs = {"loss": loss, "logits": scores, "input_grad": input_grad}
+    outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
+    loss_dims = (None,) if objective.reduction == "none" else ()
+    return _assemble(
+        model, ctx, outputs, {"loss": scores, "logits": scores, "input_grad": image}, loss_dims
+    )
+
+
+def _backward(
+    ctx: GradContext, active: list[onnx.NodeProto], logits: str, seed: str
+) -> Callable[[str], str | None]:
+    """Walk the active nodes in reverse, emitting each rule; returns the gradient lookup (a
+    tensor feeding several consumers gets the Sum of their contributions)."""
     grads: dict[str, list[str]] = defaultdict(list)
-    grads[logits].append(seed if scores == logits else ctx.reshape_like(seed, logits))
+    grads[logits].append(seed)
     totals: dict[str, str] = {}
 
     def total(name: str) -> str | None:
@@ -70,24 +89,14 @@ def build_gradient_model(
         return totals[name]
 
     for node in reversed(active):
-        output_grads = [total(o) if o in varied else None for o in node.output]
+        output_grads = [total(o) if o in ctx.varied else None for o in node.output]
         if all(g is None for g in output_grads):
             continue
         input_grads = RULES[node.op_type].fn(ctx, node, output_grads)
         for name, grad in zip(node.input, input_grads, strict=False):
-            if grad is not None and name in varied:
+            if grad is not None and name in ctx.varied:
                 grads[name].append(grad)
-
-    input_grad = total(image)
-    if input_grad is None:  # every path runs through piecewise-constant ops (Floor, Sign...)
-        zero = onnx.numpy_helper.from_array(np.zeros(1, ctx.np_dtype(image)))
-        input_grad = ctx.op("ConstantOfShape", [ctx.shape_of(image)], value=zero)
-    outputs = {"loss": loss, "logits": scores, "input_grad": input_grad}
-    outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
-    loss_dims = (None,) if objective.reduction == "none" else ()
-    return _assemble(
-        model, ctx, outputs, {"loss": scores, "logits": scores, "input_grad": image}, loss_dims
-    )
+    return total
 
 
 def _as_matrix(ctx: GradContext, logits: str) -> str:

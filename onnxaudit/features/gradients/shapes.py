@@ -25,12 +25,7 @@ def resolved(model: onnx.ModelProto) -> onnx.ModelProto:
         raise AuditError(f"onnx shape inference failed: {str(exc).splitlines()[0]}") from exc
     graph = model.graph
     known = {i.name: i.type.tensor_type for i in [*graph.input, *graph.value_info, *graph.output]}
-    missing = [
-        name
-        for node in graph.node
-        for name in node.output
-        if name in known and known[name].elem_type and _incomplete(known[name])
-    ]
+    missing = _unresolved(graph, known)
     if not missing:
         return model
     try:
@@ -38,29 +33,46 @@ def resolved(model: onnx.ModelProto) -> onnx.ModelProto:
     except AuditError:
         return model  # the rules that need these shapes will say so
     by_name = {v.name: v for v in graph.value_info}
+    outputs = {o.name for o in graph.output}
     for name, dims in probed.items():
         info = helper.make_tensor_value_info(name, known[name].elem_type, dims)
         if name in by_name:
             by_name[name].CopyFrom(info)
-        elif name not in {o.name for o in graph.output}:
+        elif name not in outputs:
             graph.value_info.append(info)
     return model
 
 
-def _incomplete(tensor_type: onnx.TypeProto.Tensor) -> bool:
-    """No shape, or a dim that is neither a number nor a symbol (symbols: the batch)."""
+def _unresolved(graph: onnx.GraphProto, known: dict[str, onnx.TypeProto.Tensor]) -> list[str]:
+    """Node outputs of known type whose dims inference left open."""
+    batch = _image(graph).type.tensor_type.shape.dim
+    symbol = batch[0].dim_param if len(batch) else ""
+    return [
+        name
+        for node in graph.node
+        for name in node.output
+        if name in known and known[name].elem_type and _incomplete(known[name], symbol)
+    ]
+
+
+def _image(graph: onnx.GraphProto) -> onnx.ValueInfoProto:
+    initializers = {t.name for t in graph.initializer}
+    return next(i for i in graph.input if i.name not in initializers)
+
+
+def _incomplete(tensor_type: onnx.TypeProto.Tensor, batch: str) -> bool:
+    """No shape, or a dim that is neither a number nor the image's batch symbol."""
     if not tensor_type.HasField("shape"):
         return True
     return any(
-        not d.HasField("dim_value") and not d.HasField("dim_param") for d in tensor_type.shape.dim
+        not d.HasField("dim_value") and not (batch and d.dim_param == batch)
+        for d in tensor_type.shape.dim
     )
 
 
 def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> dict[str, list]:
     """Dims of `names` from forward runs: a dim that differs between batch sizes is None."""
-    graph = model.graph
-    initializers = {t.name for t in graph.initializer}
-    image = next(i for i in graph.input if i.name not in initializers)
+    image = _image(model.graph)
     dims = [
         d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim
     ]
@@ -79,7 +91,10 @@ def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> d
     runs = []
     for batch in batches:
         x = rng.uniform(size=(batch, *dims[1:])).astype(dtype)
-        runs.append([a.shape for a in session.run(names, {image.name: x})])
+        try:
+            runs.append([a.shape for a in session.run(names, {image.name: x})])
+        except Exception as exc:  # onnxruntime's own error types; e.g. a batch-size-bound graph
+            raise AuditError(f"shape probing failed: {str(exc).splitlines()[0]}") from exc
     shapes = {}
     for name, *observed in zip(names, *runs, strict=True):
         first = observed[0]

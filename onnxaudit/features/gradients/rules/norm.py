@@ -16,7 +16,8 @@ from onnxaudit.features.gradients.rules.registry import Grads, only_first, rule,
 
 @rule("BatchNormalization")
 def batch_norm(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
-    """scale / sqrt(var + eps) per channel (per channel and position with opset-7 spatial=0)."""
+    """scale / sqrt(var + eps) per channel. (Opset 7-8 `spatial` is gone after the conversion
+    to MIN_OPSET.)"""
     attrs = attributes(node)
     if attrs.get("training_mode", 0) or (len(node.output) > 1 and any(node.output[1:])):
         raise AuditError(f"{describe_node(node)} runs in training mode; export in eval mode")
@@ -24,9 +25,8 @@ def batch_norm(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     eps = ctx.scalar(attrs.get("epsilon", 1e-5), var)
     factor = ctx.op("Div", [scale, ctx.op("Sqrt", [ctx.op("Add", [var, eps])])])
     factor = ctx.op("Cast", [factor], to=ctx.elem_type(x))
-    if attrs.get("spatial", 1):
-        rank = ctx.rank(x, node)
-        factor = ctx.op("Reshape", [factor, ctx.ints([-1] + [1] * (rank - 2))])
+    rank = ctx.rank(x, node)
+    factor = ctx.op("Reshape", [factor, ctx.ints([-1] + [1] * (rank - 2))])
     return scaled(ctx, node, grads[0], factor)
 
 

@@ -56,16 +56,20 @@ def _legacy_attributes(node: onnx.NodeProto) -> list[onnx.AttributeProto]:
     return [onnx.helper.make_attribute(k, v) for k, v in attrs.items()]
 
 
-def _scales_or_sizes(
-    ctx: GradContext, node: onnx.NodeProto
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    legacy = node.op_type == "Upsample" or ctx.opset == 10
-    if legacy:
-        return ctx.input_or_attribute(node, 1, "scales"), None
-    scales = ctx.value(node.input[2]) if len(node.input) > 2 else None
-    if scales is not None and scales.size:
-        return scales, None
-    return None, ctx.constant(node.input[3] if len(node.input) > 3 else "", node, "scales or sizes")
+def _scales_and_sizes(
+    ctx: GradContext, node: onnx.NodeProto, size: list[int]
+) -> tuple[np.ndarray | None, list[int]]:
+    """The scales (None when given as sizes) and the output spatial sizes."""
+    if node.op_type == "Upsample" or ctx.opset == 10:
+        scales = ctx.input_or_attribute(node, 1, "scales")
+    else:
+        scales = ctx.value(node.input[2]) if len(node.input) > 2 else None
+    if scales is None or not scales.size:
+        sizes = ctx.constant(node.input[3] if len(node.input) > 3 else "", node, "scales or sizes")
+        return None, [int(s) for s in sizes[2:]]
+    if np.any(scales[:2] != 1):
+        raise AuditError(f"{describe_node(node)}: resizing over batch or channels")
+    return scales, [int(np.floor(i * s)) for i, s in zip(size, scales[2:], strict=True)]
 
 
 @rule("Resize", "Upsample")
@@ -80,13 +84,7 @@ def resize(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     forward_attrs = _legacy_attributes(node) if legacy else list(node.attribute)
     rank = ctx.rank(x, node)
     size = ctx.static_dims(x, node, start=2)
-    scales, sizes = _scales_or_sizes(ctx, node)
-    if scales is None:
-        out = [int(s) for s in sizes[2:]]
-    else:
-        if np.any(scales[:2] != 1):
-            raise AuditError(f"{describe_node(node)}: resizing over batch or channels")
-        out = [int(np.floor(i * s)) for i, s in zip(size, scales[2:], strict=True)]
+    scales, out = _scales_and_sizes(ctx, node, size)
     grad = grads[0]
     dtype = ctx.np_dtype(x)
     for i in reversed(range(len(size))):
