@@ -72,13 +72,13 @@ def _onehot(ctx: GradContext, column: str, logits: str) -> str:
     return ctx.mask("Equal", column, classes, logits)
 
 
-def _pick(ctx: GradContext, logits: str, column: str) -> str:
-    """logits[i, column[i]] as (N,) (GatherElements from opset 11, a one-hot sum before)."""
+def _pick(ctx: GradContext, values: str, column: str, onehot: str) -> str:
+    """values[i, column[i]] as (N,); `onehot` is _onehot(column) (GatherElements from opset 11,
+    a one-hot sum before)."""
     if ctx.opset >= 11:
-        picked = ctx.op("GatherElements", [logits, column], axis=1)
+        picked = ctx.op("GatherElements", [values, column], axis=1)
         return ctx.squeeze(picked, [1])
-    chosen = ctx.op("Mul", [logits, _onehot(ctx, column, logits)])
-    return ctx.reduce("ReduceSum", chosen, [1], keepdims=False)
+    return ctx.reduce("ReduceSum", ctx.op("Mul", [values, onehot]), [1], keepdims=False)
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ class CrossEntropy(_LabelObjective):
 
     def _per_sample(self, ctx: GradContext, logits: str, column: str) -> tuple[str, str]:
         log_probs = ctx.op("LogSoftmax", [logits], axis=1)
-        per_sample = ctx.op("Neg", [_pick(ctx, log_probs, column)])
-        seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), _onehot(ctx, column, logits)])
+        label = _onehot(ctx, column, logits)
+        per_sample = ctx.op("Neg", [_pick(ctx, log_probs, column, label)])
+        seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), label])
         return per_sample, seed  # seed: softmax - onehot
 
 
@@ -104,8 +105,9 @@ class LogitMargin(_LabelObjective):
         big = ctx.scalar(float(np.finfo(ctx.np_dtype(logits)).max) / 4, logits)
         others = ctx.op("Sub", [logits, ctx.op("Mul", [label, big])])
         rival = ctx.op("ArgMax", [others], axis=1, keepdims=1)
-        margin = ctx.op("Sub", [_pick(ctx, logits, rival), _pick(ctx, logits, column)])
-        return margin, ctx.op("Sub", [_onehot(ctx, rival, logits), label])
+        rival_hot = _onehot(ctx, rival, logits)
+        picks = [_pick(ctx, logits, rival, rival_hot), _pick(ctx, logits, column, label)]
+        return ctx.op("Sub", picks), ctx.op("Sub", [rival_hot, label])
 
 
 @dataclass(frozen=True)

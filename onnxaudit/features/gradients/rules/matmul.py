@@ -18,17 +18,23 @@ def gemm(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     trans_a, trans_b = attrs.get("transA", 0), attrs.get("transB", 0)
     g, a, b = grads[0], node.input[0], node.input[1]
     out = [None] * len(node.input)
+
+    def product(p: str, q: str, **attrs) -> str:
+        """Gemm without C (optional from opset 11; a zero scalar before)."""
+        zero = [] if ctx.opset >= 11 else [ctx.scalar(0.0, g)]
+        return ctx.op("Gemm", [p, q, *zero], alpha=alpha, **attrs)
+
     if a in ctx.varied:  # dA' = alpha * g B'^T
         out[0] = (
-            ctx.op("Gemm", [b, g], alpha=alpha, transA=trans_b, transB=1)
+            product(b, g, transA=trans_b, transB=1)
             if trans_a
-            else ctx.op("Gemm", [g, b], alpha=alpha, transB=1 - trans_b)
+            else product(g, b, transB=1 - trans_b)
         )
     if b in ctx.varied:  # dB' = alpha * A'^T g
         out[1] = (
-            ctx.op("Gemm", [g, a], alpha=alpha, transA=1, transB=trans_a)
+            product(g, a, transA=1, transB=trans_a)
             if trans_b
-            else ctx.op("Gemm", [a, g], alpha=alpha, transA=1 - trans_a)
+            else product(a, g, transA=1 - trans_a)
         )
     if len(node.input) > 2 and node.input[2] in ctx.varied:
         scaled = ctx.op("Mul", [g, ctx.scalar(beta, node.output[0])])
