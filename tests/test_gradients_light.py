@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from light import NAMES, light_model
+
 from onnxaudit.analyses.robustness import pgd
 from onnxaudit.features.gradients import CrossEntropy, InputGradient
 
