@@ -6,9 +6,9 @@ the batched runner. See `objectives` for the sign convention of `loss` and `inpu
     grad = InputGradient(prepared.proto, CrossEntropy(), device="auto")
     result = grad(images, labels)  # .loss, .logits, .input_grad (same shape as images)
 
-Adding an op: a `@rule("Op", inputs=...)` function in `rules.py` that maps output gradients to
-input gradients with standard ONNX ops, plus a `Case` in tests/test_gradients_rules.py (the
-coverage test fails until the new rule has one).
+Adding an op: a `@rule("Op", inputs=...)` function in the `rules/` module of its family that maps
+output gradients to input gradients with standard ONNX ops, plus a `Case` in
+tests/test_gradients_rules.py (the coverage test fails until the new rule has one).
 """
 
 from onnxaudit.features.gradients.builder import build_gradient_model

@@ -8,17 +8,21 @@ weights, Shape/Constant-driven subgraphs and integer/bool tensors carry no gradi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import onnx
-from onnx import helper, shape_inference, version_converter
+from onnx import helper, version_converter
 
 from onnxaudit.errors import AuditError
 from onnxaudit.features.gradients.context import FLOAT_TYPES, GradContext, describe_node
 from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
 from onnxaudit.features.gradients.rules import RULES
+from onnxaudit.features.gradients.shapes import resolved
 
-MIN_OPSET = 13  # axes-as-inputs forms of ReduceSum/Squeeze/Unsqueeze/Split used by the rules
+# Rules emit ops in the model's own opset from 9 on (Sign, ConstantOfShape, Where...); older
+# models are converted to it first.
+MIN_OPSET = 9
 
 
 def build_gradient_model(
@@ -51,7 +55,27 @@ def build_gradient_model(
         if name not in varied or name not in needed:
             raise AuditError(f"tensor {name!r} is not on the path from {image!r} to {logits!r}")
 
-    loss, seed = objective.emit(ctx, logits)
+    scores = _as_matrix(ctx, logits)
+    loss, seed = objective.emit(ctx, scores)
+    seed = seed if scores == logits else ctx.reshape_like(seed, logits)
+    total = _backward(ctx, active, logits, seed)
+    input_grad = total(image)
+    if input_grad is None:  # every path runs through piecewise-constant ops (Floor, Sign...)
+        zero = onnx.numpy_helper.from_array(np.zeros(1, ctx.np_dtype(image)))
+        input_grad = ctx.op("ConstantOfShape", [ctx.shape_of(image)], value=zero)
+    outputs = {"loss": loss, "logits": scores, "input_grad": input_grad}
+    outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
+    loss_dims = (None,) if objective.reduction == "none" else ()
+    return _assemble(
+        model, ctx, outputs, {"loss": scores, "logits": scores, "input_grad": image}, loss_dims
+    )
+
+
+def _backward(
+    ctx: GradContext, active: list[onnx.NodeProto], logits: str, seed: str
+) -> Callable[[str], str | None]:
+    """Walk the active nodes in reverse, emitting each rule; returns the gradient lookup (a
+    tensor feeding several consumers gets the Sum of their contributions)."""
     grads: dict[str, list[str]] = defaultdict(list)
     grads[logits].append(seed)
     totals: dict[str, str] = {}
@@ -65,24 +89,29 @@ def build_gradient_model(
         return totals[name]
 
     for node in reversed(active):
-        output_grads = [total(o) if o in varied else None for o in node.output]
+        output_grads = [total(o) if o in ctx.varied else None for o in node.output]
         if all(g is None for g in output_grads):
             continue
         input_grads = RULES[node.op_type].fn(ctx, node, output_grads)
         for name, grad in zip(node.input, input_grads, strict=False):
-            if grad is not None and name in varied:
+            if grad is not None and name in ctx.varied:
                 grads[name].append(grad)
+    return total
 
-    outputs = {"loss": loss, "logits": logits, "input_grad": total(image)}
-    outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
-    loss_dims = (None,) if objective.reduction == "none" else ()
-    return _assemble(
-        model, ctx, outputs, {"loss": logits, "logits": logits, "input_grad": image}, loss_dims
-    )
+
+def _as_matrix(ctx: GradContext, logits: str) -> str:
+    """Logits as (N, K): classifiers ending in a 1x1 conv output (N, K, 1, 1)."""
+    dims = ctx.dims.get(logits)
+    if dims is None or len(dims) == 2:
+        return logits
+    flat = ctx.op("Flatten", [logits], axis=1)
+    rest = dims[1:]
+    ctx.dims[flat] = (dims[0], None if None in rest else int(np.prod(rest)))
+    return flat
 
 
 def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy at opset >= MIN_OPSET with inferred shapes (rules need static spatial dims)."""
+    """A copy at opset >= MIN_OPSET with resolved shapes (rules need static spatial dims)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -91,10 +120,7 @@ def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
             copy = version_converter.convert_version(copy, MIN_OPSET)
         except Exception as exc:
             raise AuditError(f"cannot convert opset {opset} model to {MIN_OPSET}: {exc}") from exc
-    try:
-        return shape_inference.infer_shapes(copy, data_prop=True)
-    except Exception as exc:
-        raise AuditError(f"onnx shape inference failed: {str(exc).splitlines()[0]}") from exc
+    return resolved(copy)
 
 
 def _logits(graph: onnx.GraphProto) -> str:

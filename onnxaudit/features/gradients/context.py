@@ -15,6 +15,12 @@ FLOAT_TYPES = frozenset(
 )
 
 _LOGIC = ("Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Not")
+# comparison -> (first opset with float support, the comparisons whose negation it is)
+_SPELLED = {
+    "GreaterOrEqual": (12, ("Less",)),
+    "LessOrEqual": (12, ("Greater",)),
+    "Equal": (11, ("Less", "Greater")),
+}
 _RESULT_TYPES = {
     **dict.fromkeys(_LOGIC, TensorProto.BOOL),
     **dict.fromkeys(("Shape", "ArgMax"), TensorProto.INT64),
@@ -125,6 +131,16 @@ class GradContext:
     def np_dtype(self, name: str) -> np.dtype:
         return np.dtype(helper.tensor_dtype_to_np_dtype(self.elem_type(name)))
 
+    def input_or_attribute(
+        self, node: onnx.NodeProto, position: int, name: str
+    ) -> np.ndarray | None:
+        """An operand that is an attribute in old opsets and a constant input in new ones
+        (Slice starts, Pad pads, Split sizes, Reduce axes...); None when absent."""
+        if len(node.input) > position and node.input[position]:
+            return self.constant(node.input[position], node, name)
+        value = attributes(node).get(name)
+        return None if value is None else np.asarray(value)
+
     def rank(self, name: str, node: onnx.NodeProto) -> int:
         if name not in self.dims:
             raise AuditError(f"unknown rank of tensor {name!r} for {describe_node(node)}")
@@ -160,8 +176,58 @@ class GradContext:
         return self.op("Reshape", [grad, self.shape_of(like)])
 
     def mask(self, op_type: str, a: str, b: str, like: str) -> str:
-        """Cast(op(a, b)) to the float type of `like`: a 0/1 multiplier (cheaper than Where)."""
+        """Cast(op(a, b)) to the float type of `like`: a 0/1 multiplier (cheaper than Where).
+
+        Before opset 12 (11 for float Equal) the comparison is spelled with Less/Greater/Not."""
+        if op_type in _SPELLED and self.opset < _SPELLED[op_type][0]:
+            _, negated = _SPELLED[op_type]
+            parts = [self.op(op, [a, b]) for op in negated]
+            either = parts[0] if len(parts) == 1 else self.op("Or", parts)
+            return self.op("Cast", [self.op("Not", [either])], to=self.elem_type(like))
         return self.op("Cast", [self.op(op_type, [a, b])], to=self.elem_type(like))
+
+    # --- ops whose attributes became inputs: emitted in the form of the model's opset ---------
+    def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.ints(axes)])
+        return self.op("Unsqueeze", [x], axes=list(axes))
+
+    def squeeze(self, x: str, axes: Sequence[int]) -> str:
+        if self.opset >= 13:
+            return self.op("Squeeze", [x, self.ints(axes)])
+        return self.op("Squeeze", [x], axes=list(axes))
+
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int]) -> str:
+        if self.opset >= 10:
+            return self.op("Slice", [x, self.ints(starts), self.ints(ends), self.ints(axes)])
+        return self.op("Slice", [x], starts=list(starts), ends=list(ends), axes=list(axes))
+
+    def pad(self, x: str, pads: Sequence[int], value: float = 0.0) -> str:
+        """Constant padding; negative pads crop."""
+        if self.opset >= 11:
+            inputs = [x, self.ints(pads)] + ([self.scalar(value, x)] if value else [])
+            return self.op("Pad", inputs)
+        return self.op("Pad", [x], pads=[int(p) for p in pads], value=float(value))
+
+    def split(self, x: str, sizes: Sequence[int], axis: int) -> list[str]:
+        if self.opset >= 13:
+            parts = self.op("Split", [x, self.ints(sizes)], outputs=len(sizes), axis=axis)
+        else:
+            parts = self.op("Split", [x], outputs=len(sizes), axis=axis, split=list(sizes))
+        return parts if isinstance(parts, list) else [parts]
+
+    def upsample_nearest(self, x: str, factors: Sequence[int]) -> str:
+        """Repeat each cell factors[i] times along axis i (Resize from opset 10, else Upsample)."""
+        scales = self.const(np.asarray(factors, dtype=np.float32), "scales")
+        if self.opset >= 11:
+            return self.op(
+                "Resize",
+                [x, "", scales],
+                mode="nearest",
+                coordinate_transformation_mode="asymmetric",
+                nearest_mode="floor",
+            )
+        return self.op("Resize" if self.opset == 10 else "Upsample", [x, scales], mode="nearest")
 
     def reduce(self, op_type: str, x: str, axes: Iterable[int], keepdims: bool) -> str:
         """A Reduce* node in this opset's form (axes became an input: ReduceSum 13, others 18)."""

@@ -46,13 +46,13 @@ class _LabelObjective:
 
     def emit(self, ctx: GradContext, logits: str) -> tuple[str, str]:
         labels = ctx.add_input(self.input_name, TensorProto.INT64, ["N"])
-        column = ctx.op("Unsqueeze", [labels, ctx.ints([1])])
+        column = ctx.unsqueeze(labels, [1])
         per_sample, seed = self._per_sample(ctx, logits, column)
         if self.reduction == "none":
             return per_sample, seed
         if self.reduction == "sum":
             return ctx.op("ReduceSum", [per_sample], keepdims=0), seed
-        batch = ctx.op("Slice", [ctx.shape_of(logits), ctx.ints([0]), ctx.ints([1])])
+        batch = ctx.slice(ctx.shape_of(logits), [0], [1], [0])
         batch = ctx.op("Cast", [batch], to=ctx.elem_type(logits))
         return ctx.op("ReduceMean", [per_sample], keepdims=0), ctx.op("Div", [seed, batch])
 
@@ -63,14 +63,22 @@ class _LabelObjective:
 
 def _onehot(ctx: GradContext, column: str, logits: str) -> str:
     """(N, K) 0/1 rows of `column` (N, 1) in the logits' float type (OneHot has no double)."""
-    zero, one = (ctx.const(np.asarray(i, np.int64)) for i in (0, 1))
-    classes = ctx.op("Range", [zero, ctx.op("Gather", [ctx.shape_of(logits), one]), one])
+    count = ctx.dims.get(logits, (None, None))[1]
+    if count is not None:
+        classes = ctx.const(np.arange(count, dtype=np.int64))
+    else:
+        zero, one = (ctx.const(np.asarray(i, np.int64)) for i in (0, 1))
+        classes = ctx.op("Range", [zero, ctx.op("Gather", [ctx.shape_of(logits), one]), one])
     return ctx.mask("Equal", column, classes, logits)
 
 
-def _pick(ctx: GradContext, logits: str, column: str) -> str:
-    picked = ctx.op("GatherElements", [logits, column], axis=1)
-    return ctx.op("Squeeze", [picked, ctx.ints([1])])
+def _pick(ctx: GradContext, values: str, column: str, onehot: str) -> str:
+    """values[i, column[i]] as (N,); `onehot` is _onehot(column) (GatherElements from opset 11,
+    a one-hot sum before)."""
+    if ctx.opset >= 11:
+        picked = ctx.op("GatherElements", [values, column], axis=1)
+        return ctx.squeeze(picked, [1])
+    return ctx.reduce("ReduceSum", ctx.op("Mul", [values, onehot]), [1], keepdims=False)
 
 
 @dataclass(frozen=True)
@@ -79,8 +87,9 @@ class CrossEntropy(_LabelObjective):
 
     def _per_sample(self, ctx: GradContext, logits: str, column: str) -> tuple[str, str]:
         log_probs = ctx.op("LogSoftmax", [logits], axis=1)
-        per_sample = ctx.op("Neg", [_pick(ctx, log_probs, column)])
-        seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), _onehot(ctx, column, logits)])
+        label = _onehot(ctx, column, logits)
+        per_sample = ctx.op("Neg", [_pick(ctx, log_probs, column, label)])
+        seed = ctx.op("Sub", [ctx.op("Exp", [log_probs]), label])
         return per_sample, seed  # seed: softmax - onehot
 
 
@@ -96,8 +105,9 @@ class LogitMargin(_LabelObjective):
         big = ctx.scalar(float(np.finfo(ctx.np_dtype(logits)).max) / 4, logits)
         others = ctx.op("Sub", [logits, ctx.op("Mul", [label, big])])
         rival = ctx.op("ArgMax", [others], axis=1, keepdims=1)
-        margin = ctx.op("Sub", [_pick(ctx, logits, rival), _pick(ctx, logits, column)])
-        return margin, ctx.op("Sub", [_onehot(ctx, rival, logits), label])
+        rival_hot = _onehot(ctx, rival, logits)
+        picks = [_pick(ctx, logits, rival, rival_hot), _pick(ctx, logits, column, label)]
+        return ctx.op("Sub", picks), ctx.op("Sub", [rival_hot, label])
 
 
 @dataclass(frozen=True)
