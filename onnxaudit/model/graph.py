@@ -132,3 +132,43 @@ def _subgraph_references(graph: onnx.GraphProto) -> set[str]:
                     names.update(inner.input)
                 names |= _subgraph_references(body)
     return names
+
+
+SKELETON_LIMIT = 4096  # elements: bigger initializers are weights, not shape constants
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its big initializers turned into typed inputs, for fast inference and checks.
+
+    Shape inference and the checker serialise the whole model; a 200 MB VGG costs seconds per
+    call for numbers they never read. Small initializers (shape constants) are kept.
+    """
+    graph = model.graph
+    fed = {i.name for i in graph.input}
+    small, big = [], []
+    for tensor in graph.initializer:
+        count = 1
+        for d in tensor.dims:
+            count *= d
+        (big if count > SKELETON_LIMIT else small).append(tensor)
+    light = onnx.GraphProto(name=graph.name)
+    light.node.extend(graph.node)
+    light.input.extend(graph.input)
+    light.input.extend(
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in big
+        if t.name not in fed
+    )
+    light.output.extend(graph.output)
+    light.value_info.extend(graph.value_info)
+    light.initializer.extend(small)
+    copy = onnx.ModelProto(
+        ir_version=max(model.ir_version, 4),
+        producer_name=model.producer_name,
+        domain=model.domain,
+        model_version=model.model_version,
+    )
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    copy.graph.CopyFrom(light)
+    return copy

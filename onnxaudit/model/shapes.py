@@ -26,6 +26,7 @@ from onnxaudit.model.graph import (
     first_line,
     image_input,
     remove_dead_nodes,
+    skeleton,
     unique_name,
 )
 
@@ -174,7 +175,7 @@ def _forget_shapes(model: onnx.ModelProto, outputs: bool = False) -> None:
 
 def _inferred(model: onnx.ModelProto, path: object) -> ShapeTable:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), data_prop=True)
     except Exception as exc:
         raise AuditError(f"shape inference failed: {first_line(exc)}", path) from exc
     graph = inferred.graph
@@ -256,6 +257,21 @@ def _fold_shape_arithmetic(model: onnx.ModelProto, runs: list[dict]) -> onnx.Mod
     """Replace tensors computed only from shapes and constants by the constants they always equal."""
     model = copy_model(model)
     graph = model.graph
+    folded: dict[str, str] = {}
+    for name in _shape_frontier(graph):
+        values = [run.get(name) for run in runs]
+        if _constant_across(values):
+            folded[name] = unique_name(graph, f"{name}::folded")
+            graph.initializer.append(numpy_helper.from_array(values[0], folded[name]))
+    if folded:
+        for node in graph.node:
+            node.input[:] = [folded.get(i, i) for i in node.input]
+        remove_dead_nodes(graph)
+    return model
+
+
+def _shape_frontier(graph: onnx.GraphProto) -> list[str]:
+    """Tensors computed from shapes and constants alone that feed a computation on data."""
     constants = constant_names(graph)
     shape_only = set(constants)
     for node in graph.node:
@@ -265,25 +281,21 @@ def _fold_shape_arithmetic(model: onnx.ModelProto, runs: list[dict]) -> onnx.Mod
         ):
             shape_only.update(o for o in node.output if o)
     users = consumers(graph)
-    folded: dict[str, str] = {}
-    for name in sorted(shape_only - constants):
-        if not any(o not in shape_only for user in users.get(name, ()) for o in user.output):
-            continue
-        values = [run.get(name) for run in runs]
-        if values[0] is None or values[0].size > FOLD_LIMIT:
-            continue
-        if all(
-            v is not None and v.shape == values[0].shape and np.array_equal(v, values[0])
-            for v in values
-        ):
-            folded[name] = unique_name(graph, f"{name}::folded")
-            graph.initializer.append(numpy_helper.from_array(values[0], folded[name]))
-    if not folded:
-        return model
-    for node in graph.node:
-        node.input[:] = [folded.get(i, i) for i in node.input]
-    remove_dead_nodes(graph)
-    return model
+    return [
+        name
+        for name in sorted(shape_only - constants)
+        if any(o not in shape_only for user in users.get(name, ()) for o in user.output)
+    ]
+
+
+def _constant_across(values: list[np.ndarray | None]) -> bool:
+    """The same small value in every probe (batch sizes 1 and 2)."""
+    first = values[0]
+    if first is None or first.size > FOLD_LIMIT:
+        return False
+    return all(
+        v is not None and v.shape == first.shape and np.array_equal(v, first) for v in values
+    )
 
 
 def _annotated(model: onnx.ModelProto, table: ShapeTable) -> onnx.ModelProto:
