@@ -110,16 +110,10 @@ def binary_cnn(seed: int = 0) -> onnx.ModelProto:
 
 
 def paddle_style(seed: int = 0, classes: int = 4) -> onnx.ModelProto:
-    """Paddle2ONNX-like: input (-1, 3, ?, ?), flatten through Shape/Slice/Concat, MatMul+Add, Softmax."""
+    """Paddle2ONNX-like: input [-1, 3, "?", "?"], flatten through Shape/Slice/Concat, MatMul+Add, Softmax."""
     rng = np.random.default_rng(seed)
-    x = helper.make_tensor_value_info(
-        "x",
-        TensorProto.FLOAT,
-        ["p2o.DynamicDimension.0", 3, "p2o.DynamicDimension.1", "p2o.DynamicDimension.2"],
-    )
-    y = helper.make_tensor_value_info(
-        "softmax_0.tmp_0", TensorProto.FLOAT, ["p2o.DynamicDimension.0", classes]
-    )
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])  # as Paddle writes
+    y = helper.make_tensor_value_info("softmax_0.tmp_0", TensorProto.FLOAT, [-1, classes])
     inits = [
         _init(rng, "conv0.w_0", 8, 3, 3, 3),
         _init(rng, "conv1.w_0", 8, 8, 3, 3),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from onnxaudit.cli import model_options as opts
 from onnxaudit.cli.common import (
     BATCH_SIZE,
     DATA,
@@ -18,15 +19,6 @@ from onnxaudit.cli.common import (
     console,
     parse_names,
     progress,
-)
-from onnxaudit.cli.model_options import (
-    ChannelOrder,
-    ClassNames,
-    InputScale,
-    InputShape,
-    Mean,
-    Std,
-    prepare_options,
 )
 from onnxaudit.data import load_dataset
 from onnxaudit.errors import AuditError
@@ -53,12 +45,12 @@ def extract(
     float16: bool = typer.Option(False, "--float16", help="Store features as float16."),
     per_class: int = PER_CLASS,
     seed: int = SEED,
-    input_shape: InputShape = None,
-    channel_order: ChannelOrder = None,
-    input_scale: InputScale = None,
-    mean: Mean = None,
-    std: Std = None,
-    classes: ClassNames = None,
+    input_shape: opts.InputShape = None,
+    channel_order: opts.ChannelOrder = None,
+    input_scale: opts.InputScale = None,
+    mean: opts.Mean = None,
+    std: opts.Std = None,
+    classes: opts.ClassNames = None,
     device: str = DEVICE,
     threads: int = THREADS,
     batch_size: int = BATCH_SIZE,
@@ -68,7 +60,7 @@ def extract(
     The logits are the class scores before any final Softmax."""
     if out.suffix != ".npz":
         raise AuditError("the output must end in .npz", out)
-    options = prepare_options(input_shape, channel_order, input_scale, mean, std, classes)
+    options = opts.prepare_options(input_shape, channel_order, input_scale, mean, std, classes)
     prepared = prepare_model(model, **options)
     dataset = load_dataset(data).subset(per_class, seed)
     check_compatible(prepared, dataset, data)

@@ -11,31 +11,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from onnxaudit.cli import model_options as opts
 from onnxaudit.cli.common import MODEL
-from onnxaudit.cli.model_options import (
-    ChannelOrder,
-    ClassNames,
-    InputScale,
-    InputShape,
-    Mean,
-    Std,
-    prepare_options,
-)
 from onnxaudit.model import ModelInfo, prepare_model
 
 
 def layers(
     model: Path = MODEL,
     as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
-    input_shape: InputShape = None,
-    channel_order: ChannelOrder = None,
-    input_scale: InputScale = None,
-    mean: Mean = None,
-    std: Std = None,
-    classes: ClassNames = None,
+    input_shape: opts.InputShape = None,
+    channel_order: opts.ChannelOrder = None,
+    input_scale: opts.InputScale = None,
+    mean: opts.Mean = None,
+    std: opts.Std = None,
+    classes: opts.ClassNames = None,
 ) -> None:
     """List the model's input, class scores (and why), sample feature and every feature map."""
-    options = prepare_options(input_shape, channel_order, input_scale, mean, std, classes)
+    options = opts.prepare_options(input_shape, channel_order, input_scale, mean, std, classes)
     info = prepare_model(model, **options).info
     if as_json:
         typer.echo(json.dumps(info.to_dict(), indent=2))

@@ -94,7 +94,7 @@ def resolve_shapes(
     """The model (batch made symbolic when safe, shape arithmetic folded) and every tensor's shape."""
     image = image_input(model.graph, path)
     batch = dims(image)[0]
-    if isinstance(batch, int):
+    if isinstance(batch, int) and batch > 0:  # Paddle writes -1 for a dynamic batch
         return _resolve_fixed_batch(model, batch, path)
     table = _inferred(model, path)
     if not _needs_probe(model, table):
