@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 from onnxaudit.errors import AuditError
 from onnxaudit.model.graph import (
     Dim,
+    Weights,
     constant_names,
     consumers,
     copy_model,
@@ -28,6 +29,7 @@ from onnxaudit.model.graph import (
     remove_dead_nodes,
     skeleton,
     unique_name,
+    with_weights,
 )
 
 BATCH = "N"
@@ -89,28 +91,32 @@ def fix_input(
 
 
 def resolve_shapes(
-    model: onnx.ModelProto, path: object = None
+    model: onnx.ModelProto, weights: Weights | None = None, path: object = None
 ) -> tuple[onnx.ModelProto, ShapeTable]:
-    """The model (batch made symbolic when safe, shape arithmetic folded) and every tensor's shape."""
+    """The model (batch made symbolic when safe, shape arithmetic folded) and every tensor's shape.
+
+    `model` may be hollow (see `graph.hollow`); `weights` are then its set-aside data, which
+    the probes need.
+    """
     image = image_input(model.graph, path)
     batch = dims(image)[0]
     if isinstance(batch, int) and batch > 0:  # Paddle writes -1 for a dynamic batch
-        return _resolve_fixed_batch(model, batch, path)
+        return _resolve_fixed_batch(model, batch, weights or {}, path)
     table = _inferred(model, path)
     if not _needs_probe(model, table):
         return model, table
-    runs = _probe(model, (1, 2), path)
+    runs = _probe(model, (1, 2), weights or {}, path)
     model = _fold_shape_arithmetic(model, runs)
     table = _table_from_runs(runs)
     return _annotated(model, table), table
 
 
 def _resolve_fixed_batch(
-    model: onnx.ModelProto, batch: int, path: object
+    model: onnx.ModelProto, batch: int, weights: Weights, path: object
 ) -> tuple[onnx.ModelProto, ShapeTable]:
     candidate = _symbolic_batch(model, batch)
     try:
-        runs = _probe(candidate, (1, 2), path)
+        runs = _probe(candidate, (1, 2), weights, path)
         safe = _same_outputs(candidate, runs)
     except AuditError:
         safe = False
@@ -119,7 +125,7 @@ def _resolve_fixed_batch(
         table = _table_from_runs(runs)
         table.batch = "made dynamic"
         return _annotated(model, table), table
-    runs = _probe(model, (batch,), path)
+    runs = _probe(model, (batch,), weights, path)
     model = _fold_shape_arithmetic(model, runs)
     table = _table_from_runs(runs)
     table.batch, table.fixed_batch = "fixed", batch
@@ -199,12 +205,12 @@ def _needs_probe(model: onnx.ModelProto, table: ShapeTable) -> bool:
 
 
 def _probe(
-    model: onnx.ModelProto, batches: tuple[int, ...], path: object
+    model: onnx.ModelProto, batches: tuple[int, ...], weights: Weights, path: object
 ) -> list[dict[str, np.ndarray]]:
     """Every top-level tensor's value for seeded random batches of each size in `batches`."""
     from onnxaudit.features.runtime import create_session
 
-    exposed = copy_model(model)
+    exposed = with_weights(model, weights)
     graph = exposed.graph
     image = image_input(graph, path)
     listed = {o.name for o in graph.output}
