@@ -87,7 +87,7 @@ LIGHT_SCORES = {  # the final Softmax's input; DenseNet-121 has no Softmax: its 
 }
 LIGHT = {
     name: Case(
-        lambda name=name: light_graph(name, seed=7), LIGHT_SCORES[name], per_image=True, images=2
+        lambda name=name: light_graph(name, seed=7), LIGHT_SCORES[name], per_image=True, images=4
     )
     for name in LIGHT_NAMES
 }
