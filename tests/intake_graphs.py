@@ -62,7 +62,7 @@ def _weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         if shape[0] < shape[-1]
         else shape[1]
     )
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / max(fan_in, 1)))
 
 
 def _model(nodes, inputs, outputs, inits, opset: int = OPSET) -> onnx.ModelProto:
@@ -110,16 +110,10 @@ def binary_cnn(seed: int = 0) -> onnx.ModelProto:
 
 
 def paddle_style(seed: int = 0, classes: int = 4) -> onnx.ModelProto:
-    """Paddle2ONNX-like: input (-1, 3, ?, ?), flatten through Shape/Slice/Concat, MatMul+Add, Softmax."""
+    """Paddle2ONNX-like: input [-1, 3, "?", "?"], flatten through Shape/Slice/Concat, MatMul+Add, Softmax."""
     rng = np.random.default_rng(seed)
-    x = helper.make_tensor_value_info(
-        "x",
-        TensorProto.FLOAT,
-        ["p2o.DynamicDimension.0", 3, "p2o.DynamicDimension.1", "p2o.DynamicDimension.2"],
-    )
-    y = helper.make_tensor_value_info(
-        "softmax_0.tmp_0", TensorProto.FLOAT, ["p2o.DynamicDimension.0", classes]
-    )
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])  # as Paddle writes
+    y = helper.make_tensor_value_info("softmax_0.tmp_0", TensorProto.FLOAT, [-1, classes])
     inits = [
         _init(rng, "conv0.w_0", 8, 3, 3, 3),
         _init(rng, "conv1.w_0", 8, 8, 3, 3),
@@ -275,12 +269,20 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def tensor_values(model: onnx.ModelProto, tensor: str, x: np.ndarray) -> np.ndarray:
-    """`tensor` of the original `model` on input `x`, by onnxruntime with it exposed as an output."""
+def tensor_values(
+    model: onnx.ModelProto, tensor: str, x: np.ndarray, per_image: bool = False
+) -> np.ndarray:
+    """`tensor` of the original `model` on input `x`, by onnxruntime with it exposed as an output.
+
+    `per_image` runs one image at a time, for graphs with a fixed batch of 1.
+    """
     from onnxaudit.features.runtime import create_session
 
     exposed = _copy(model)
     if tensor not in {o.name for o in exposed.graph.output}:
         exposed.graph.output.append(onnx.ValueInfoProto(name=tensor))
-    feed = {exposed.graph.input[0].name: x}
-    return create_session(exposed, device="cpu").run([tensor], feed)[0]
+    initializers = {t.name for t in exposed.graph.initializer}
+    image = next(i.name for i in exposed.graph.input if i.name not in initializers)
+    session = create_session(exposed, device="cpu")
+    batches = [x[i : i + 1] for i in range(len(x))] if per_image else [x]
+    return np.concatenate([session.run([tensor], {image: batch})[0] for batch in batches])

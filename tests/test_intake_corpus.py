@@ -74,16 +74,16 @@ FAST = {
     ),
     "sigmoid": Case(lambda: binary_cnn(seed=6), "logits", expected_logits=_two_class),
 }
-LIGHT_SCORES = {  # the Softmax input, or the output of the two graphs without a Softmax
-    "bvlc_alexnet": "fc8_1",
+LIGHT_SCORES = {  # the final Softmax's input; DenseNet-121 has no Softmax: its output
+    "bvlc_alexnet": "r24",
     "densenet121": "fc6_1",
-    "inception_v1": "loss3/classifier_1",
-    "inception_v2": "fc_1",
-    "resnet50": "gpu_0/pred_1",
-    "shufflenet": "gpu_0/pred_1",
-    "squeezenet": "pool10_1",
-    "vgg19": "fc8_1",
-    "zfnet512": "gpu_0/fc8_1",
+    "inception_v1": "r143",
+    "inception_v2": "r507",
+    "resnet50": "r174",
+    "shufflenet": "r201",
+    "squeezenet": "r65",
+    "vgg19": "r46",
+    "zfnet512": "r20",
 }
 LIGHT = {
     name: Case(
@@ -98,13 +98,7 @@ CASES = [pytest.param(name, case, id=name) for name, case in FAST.items()] + [
 
 def reference_logits(case: Case, model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The pre-Softmax scores of the original graph, flattened to (N, K)."""
-    fed = case.model_input(x)
-    if case.per_image:
-        raw = np.concatenate(
-            [tensor_values(model, case.scores, fed[i : i + 1]) for i in range(len(x))]
-        )
-    else:
-        raw = tensor_values(model, case.scores, fed)
+    raw = tensor_values(model, case.scores, case.model_input(x), per_image=case.per_image)
     return case.expected_logits(raw.reshape(len(x), -1))
 
 
@@ -137,7 +131,8 @@ def test_corpus_graph(tmp_path, name, case):
             regions = min(7, layer["height"]) * min(7, layer["width"])
             assert features[layer["name"]].shape == (case.images, regions, layer["channels"])
         expected = reference_logits(case, model, images)
-        np.testing.assert_allclose(features["logits"], expected, rtol=1e-4, atol=1e-4)
+        scale = max(1.0, float(np.abs(expected).max()))  # random deep graphs reach 1e5
+        np.testing.assert_allclose(features["logits"], expected, rtol=1e-4, atol=1e-5 * scale)
 
     shape = tuple(int(v) for v in case.options[1].split(",")) if case.options else None
     prepared = prepare_model(path, input_shape=shape)

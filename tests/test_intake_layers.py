@@ -139,3 +139,28 @@ def test_cli_options_reach_the_model(tmp_path):
         assert saved_features["conv2d_0.tmp_0"].shape == (8, 42, 8)
         assert saved_features["relu_1.tmp_0"].shape == (8, 42, 8)
         assert saved_features["logits"].shape == (8, 4)
+
+
+def test_a_graph_that_cannot_run_names_the_node(tmp_path):
+    """Shapes only a run can tell: the error says which node failed and on what batch."""
+    model = small_cnn(seed=0)
+    graph = model.graph
+    helper = onnx.helper
+    ints = onnx.numpy_helper.from_array
+    graph.initializer.extend(
+        [ints(np.array([0], np.int64), "zero"), ints(np.array([1], np.int64), "one")]
+    )
+    graph.initializer.append(ints(np.array([7], np.int64), "seven"))
+    flatten = next(n for n in graph.node if n.op_type == "Flatten")
+    at = list(graph.node).index(flatten)
+    computed = [
+        helper.make_node("Shape", ["gap"], ["gap_shape"]),
+        helper.make_node("Slice", ["gap_shape", "zero", "one"], ["batch"]),
+        helper.make_node("Concat", ["batch", "seven"], ["target"], axis=0),  # 6 features, not 7
+        helper.make_node("Reshape", ["gap", "target"], ["flat"], name="head/reshape"),
+    ]
+    graph.node.remove(flatten)
+    for offset, node in enumerate(computed):
+        graph.node.insert(at + offset, node)
+    with pytest.raises(AuditError, match=r"probing batch of shape \[1, 1, 8, 8\].*head/reshape"):
+        prepare_model(saved(tmp_path, model))

@@ -101,9 +101,9 @@ def test_class_names_from_a_file(tmp_path):
         load_class_names(broken)
 
 
-def fixed_batch_cnn(mix_batch: bool) -> onnx.ModelProto:
+def fixed_batch_cnn(mix_batch: bool, classes: int = 3) -> onnx.ModelProto:
     """small_cnn with a batch of 1 and a Reshape to (1, -1); optionally a batch-mixing mean."""
-    model = small_cnn(seed=4)
+    model = small_cnn(seed=4, classes=classes)
     graph = model.graph
     graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
@@ -126,8 +126,9 @@ def fixed_batch_cnn(mix_batch: bool) -> onnx.ModelProto:
     return model
 
 
-def test_fixed_batch_is_made_dynamic_when_safe(tmp_path):
-    model = fixed_batch_cnn(mix_batch=False)
+@pytest.mark.parametrize("classes", [3, 1000])  # 1000: a head big enough to be set aside
+def test_fixed_batch_is_made_dynamic_when_safe(tmp_path, classes):
+    model = fixed_batch_cnn(mix_batch=False, classes=classes)
     prepared = prepare_model(saved(tmp_path, model))
     assert prepared.info.batch == "made dynamic" and prepared.info.fixed_batch is None
     x = np.random.default_rng(5).random((6, 1, 8, 8), dtype=np.float32)
@@ -146,3 +147,17 @@ def test_fixed_batch_runs_per_image_when_not_safe(tmp_path):
     logits = extractor.transform(x)["logits"]
     per_image = np.concatenate([run(model, x[i : i + 1]) for i in range(3)])
     np.testing.assert_allclose(logits, per_image, rtol=1e-5, atol=1e-6)
+
+
+def test_set_aside_weights_come_back_whole(tmp_path):
+    """Passes run on a hollow graph; the prepared model must hold every weight byte again."""
+    model = small_cnn(seed=7, classes=1000)  # fc_w: 6000 values, over the set-aside limit
+    prepared = prepare_model(saved(tmp_path, model), mean=(0.5,), std=(0.5,))
+    weights = {t.name: numpy_helper.to_array(t) for t in prepared.proto.graph.initializer}
+    np.testing.assert_array_equal(
+        weights["fc_w"],
+        numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "fc_w")),
+    )
+    x = np.random.default_rng(8).random((2, 1, 8, 8), dtype=np.float32)
+    logits = FeatureExtractor(prepared, device="cpu").transform(x)["logits"]
+    np.testing.assert_allclose(logits, run(model, (x - 0.5) / 0.5), rtol=1e-5, atol=1e-5)

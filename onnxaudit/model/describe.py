@@ -208,14 +208,7 @@ def sample_feature(
     A Gemm/MatMul, or a Conv applied to a 1x1 map (fully-convolutional heads such as DenseNet's).
     """
     varied = dependents(graph, image)
-    made_by = producers(graph)
-    upstream, stack = set(), [logits]
-    while stack:
-        tensor = stack.pop()
-        if tensor in upstream or tensor not in made_by:
-            continue
-        upstream.add(tensor)
-        stack.extend(i for i in made_by[tensor].input if i)
+    upstream = _upstream(graph, logits)
     for node in reversed(graph.node):
         if node.output[0] not in upstream:
             continue
@@ -228,6 +221,19 @@ def sample_feature(
         if node.op_type in ("Gemm", "MatMul") or one_by_one:
             return data[0], int(np.prod(shape[1:])) if static else None
     return None, None
+
+
+def _upstream(graph: onnx.GraphProto, tensor: str) -> set[str]:
+    """Every computed tensor that `tensor` depends on, itself included."""
+    made_by = producers(graph)
+    upstream, stack = set(), [tensor]
+    while stack:
+        name = stack.pop()
+        if name in upstream or name not in made_by:
+            continue
+        upstream.add(name)
+        stack.extend(i for i in made_by[name].input if i)
+    return upstream
 
 
 def class_names(settings: InputSettings, num_classes: int, path: object = None) -> list[str]:

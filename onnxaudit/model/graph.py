@@ -132,3 +132,81 @@ def _subgraph_references(graph: onnx.GraphProto) -> set[str]:
                     names.update(inner.input)
                 names |= _subgraph_references(body)
     return names
+
+
+SKELETON_LIMIT = 4096  # elements: bigger initializers are weights, not shape constants
+Weights = dict[str, onnx.TensorProto]
+
+
+def _is_weight(tensor: onnx.TensorProto) -> bool:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count > SKELETON_LIMIT
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its big initializers turned into typed inputs, for fast inference and checks.
+
+    Shape inference and the checker serialise the whole model; a 500 MB VGG costs seconds per
+    call for numbers they never read. Small initializers (shape constants) are kept.
+    """
+    fed = {i.name for i in model.graph.input}
+    big = [t for t in model.graph.initializer if _is_weight(t)]
+    inputs = [
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in big
+        if t.name not in fed
+    ]
+    small = [t for t in model.graph.initializer if not _is_weight(t)]
+    return _rebuilt(model, small, inputs)
+
+
+def hollow(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Weights]:
+    """The model with the data of its big initializers set aside (names, dims and types kept).
+
+    Graph passes copy the model; on the hollow one a copy costs microseconds, not seconds.
+    `with_weights` puts the data back for onnxruntime.
+    """
+    weights = {t.name: t for t in model.graph.initializer if _is_weight(t)}
+    shells = [
+        onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type)
+        if t.name in weights
+        else t
+        for t in model.graph.initializer
+    ]
+    return _rebuilt(model, shells), weights
+
+
+def with_weights(model: onnx.ModelProto, weights: Weights) -> onnx.ModelProto:
+    """A hollow model with the set-aside data of its (remaining) initializers put back."""
+    return _rebuilt(model, [weights.get(t.name, t) for t in model.graph.initializer])
+
+
+def _rebuilt(
+    model: onnx.ModelProto,
+    initializers: list[onnx.TensorProto],
+    extra_inputs: list[onnx.ValueInfoProto] = (),
+) -> onnx.ModelProto:
+    """A new model with the graph of `model` but the given initializers (and extra inputs)."""
+    copy = onnx.ModelProto(
+        ir_version=max(model.ir_version, 4),
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        domain=model.domain,
+        model_version=model.model_version,
+        doc_string=model.doc_string,
+    )
+    copy.opset_import.extend(model.opset_import)
+    copy.metadata_props.extend(model.metadata_props)
+    copy.functions.extend(model.functions)
+    source, graph = model.graph, copy.graph
+    graph.name, graph.doc_string = source.name, source.doc_string
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.input.extend(extra_inputs)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    graph.initializer.extend(initializers)
+    graph.sparse_initializer.extend(source.sparse_initializer)
+    return copy

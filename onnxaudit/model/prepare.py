@@ -22,7 +22,7 @@ from onnxaudit.model.describe import (
     input_layout,
     sample_feature,
 )
-from onnxaudit.model.graph import copy_model, dims, image_input
+from onnxaudit.model.graph import dims, hollow, image_input, with_weights
 from onnxaudit.model.load import load_onnx
 from onnxaudit.model.scores import use_class_scores
 from onnxaudit.model.settings import InputSettings, resolve_settings
@@ -112,8 +112,9 @@ def prepare_graph(
     if declared is None or len(declared) != 4:
         raise AuditError(f"expected a 4-D image input, found shape {declared}", path)
     layout = input_layout(model.graph, original.name, declared)
-    model = fix_input(_with_ir4(model), layout, settings.input_shape, path)
-    model, table = resolve_shapes(model, path)
+    model, weights = hollow(model)  # IR >= 4 too: the passes add initializers
+    model = fix_input(model, layout, settings.input_shape, path)
+    model, table = resolve_shapes(model, weights, path)
     model, scores = use_class_scores(model, table, path)
     fixed = dims(image_input(model.graph, path))
     channels, height, width = (fixed[i] for i in ((3, 1, 2) if layout == "NHWC" else (1, 2, 3)))
@@ -121,6 +122,7 @@ def prepare_graph(
     proto = passes.canonicalize_input(
         model, layout, settings.mean, settings.std, settings.channel_order, settings.input_scale
     )
+    proto = with_weights(proto, weights)
     feature_name, feature_dim = sample_feature(proto.graph, original.name, scores.name, table)
     info = ModelInfo(
         input_name=original.name,
@@ -139,12 +141,3 @@ def prepare_graph(
         preprocessing=settings,
     )
     return proto, info
-
-
-def _with_ir4(model: onnx.ModelProto) -> onnx.ModelProto:
-    """IR 3 requires every initializer to be a graph input; the passes add initializers."""
-    if model.ir_version >= 4:
-        return model
-    model = copy_model(model)
-    model.ir_version = 4
-    return model

@@ -104,55 +104,72 @@ def _json(raw: str | None) -> object:
         return None
 
 
-def _numbers(value: object, what: str, path: object) -> tuple[float, ...]:
-    items = value.split(",") if isinstance(value, str) else value
+def _numbers(value: object, what: str) -> tuple[float, ...]:
+    """Numbers from a list, one number, or a comma-separated string."""
+    flag = f"--{what.replace('_', '-')}"
+    if isinstance(value, str):
+        value = value.split(",")
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
     try:
-        numbers = tuple(float(v) for v in items)  # type: ignore[union-attr]
+        numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise AuditError(f"--{what.replace('_', '-')} takes numbers, got {value!r}", path) from None
+        raise AuditError(f"{flag} takes numbers, got {value!r}") from None
     if not numbers or not all(math.isfinite(v) for v in numbers):
-        raise AuditError(f"--{what.replace('_', '-')} takes finite numbers, got {value!r}", path)
+        raise AuditError(f"{flag} takes finite numbers, got {value!r}")
     return numbers
 
 
+def _input_shape(value: object) -> tuple[int, int, int]:
+    shape = _numbers(value, "input_shape")
+    if len(shape) != 3 or not all(v >= 1 and v == int(v) for v in shape):
+        raise AuditError(f"--input-shape takes C,H,W (three positive integers), got {value!r}")
+    return tuple(int(v) for v in shape)
+
+
+def _channel_order(value: object) -> str:
+    order = str(value).lower()
+    if order not in CHANNEL_ORDERS:
+        raise AuditError(f"--channel-order takes rgb or bgr, got {value!r}")
+    return order
+
+
+def _input_scale(value: object) -> float:
+    scale = _numbers(value, "input_scale")
+    if len(scale) != 1 or scale[0] <= 0:
+        raise AuditError(f"--input-scale takes one positive number, got {value!r}")
+    return scale[0]
+
+
+def _std(value: object) -> tuple[float, ...]:
+    std = _numbers(value, "std")
+    if any(s == 0 for s in std):
+        raise AuditError("--std values must be non-zero")
+    return std
+
+
+def _class_names(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise AuditError("class names must be a list of names")
+    return tuple(str(n) for n in value)
+
+
+PARSERS = {
+    "input_shape": _input_shape,
+    "channel_order": _channel_order,
+    "input_scale": _input_scale,
+    "mean": lambda value: _numbers(value, "mean"),
+    "std": _std,
+    "class_names": _class_names,
+}
+
+
 def _validated(values: dict[str, object], sources: dict[str, str], path: object) -> InputSettings:
-    settings: dict[str, object] = {}
-    if "input_shape" in values:
-        shape = _numbers(values["input_shape"], "input_shape", path)
-        if len(shape) != 3 or not all(v >= 1 and v == int(v) for v in shape):
-            raise AuditError(
-                f"--input-shape takes C,H,W (three positive integers), got {values['input_shape']!r}",
-                path,
-            )
-        settings["input_shape"] = tuple(int(v) for v in shape)
-    if "channel_order" in values:
-        order = str(values["channel_order"]).lower()
-        if order not in CHANNEL_ORDERS:
-            raise AuditError(
-                f"--channel-order takes rgb or bgr, got {values['channel_order']!r}", path
-            )
-        settings["channel_order"] = order
-    if "input_scale" in values:
-        scale = _numbers(
-            [values["input_scale"]]
-            if not isinstance(values["input_scale"], (list, tuple, str))
-            else values["input_scale"],
-            "input_scale",
-            path,
-        )
-        if len(scale) != 1 or scale[0] <= 0:
-            raise AuditError(
-                f"--input-scale takes one positive number, got {values['input_scale']!r}", path
-            )
-        settings["input_scale"] = scale[0]
-    for what in ("mean", "std"):
-        if what in values:
-            settings[what] = _numbers(values[what], what, path)
-    if any(s == 0 for s in settings.get("std", ())):
-        raise AuditError("--std values must be non-zero", path)
-    if "class_names" in values:
-        names = values["class_names"]
-        if isinstance(names, str) or not isinstance(names, (list, tuple)):
-            raise AuditError("class names must be a list of names", path)
-        settings["class_names"] = tuple(str(n) for n in names)
+    settings = {}
+    for name, value in values.items():
+        try:
+            settings[name] = PARSERS[name](value)
+        except AuditError as exc:
+            where = " (from the model's metadata)" if sources[name] == "metadata" else ""
+            raise AuditError(exc.message + where, path) from None
     return InputSettings(**settings, sources=sources)

@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 from onnxaudit.errors import AuditError
 from onnxaudit.model.graph import (
     Dim,
+    Weights,
     constant_names,
     consumers,
     copy_model,
@@ -26,7 +27,9 @@ from onnxaudit.model.graph import (
     first_line,
     image_input,
     remove_dead_nodes,
+    skeleton,
     unique_name,
+    with_weights,
 )
 
 BATCH = "N"
@@ -88,28 +91,32 @@ def fix_input(
 
 
 def resolve_shapes(
-    model: onnx.ModelProto, path: object = None
+    model: onnx.ModelProto, weights: Weights | None = None, path: object = None
 ) -> tuple[onnx.ModelProto, ShapeTable]:
-    """The model (batch made symbolic when safe, shape arithmetic folded) and every tensor's shape."""
+    """The model (batch made symbolic when safe, shape arithmetic folded) and every tensor's shape.
+
+    `model` may be hollow (see `graph.hollow`); `weights` are then its set-aside data, which
+    the probes need.
+    """
     image = image_input(model.graph, path)
     batch = dims(image)[0]
-    if isinstance(batch, int):
-        return _resolve_fixed_batch(model, batch, path)
+    if isinstance(batch, int) and batch > 0:  # Paddle writes -1 for a dynamic batch
+        return _resolve_fixed_batch(model, batch, weights or {}, path)
     table = _inferred(model, path)
     if not _needs_probe(model, table):
         return model, table
-    runs = _probe(model, (1, 2), path)
+    runs = _probe(model, (1, 2), weights or {}, path)
     model = _fold_shape_arithmetic(model, runs)
     table = _table_from_runs(runs)
     return _annotated(model, table), table
 
 
 def _resolve_fixed_batch(
-    model: onnx.ModelProto, batch: int, path: object
+    model: onnx.ModelProto, batch: int, weights: Weights, path: object
 ) -> tuple[onnx.ModelProto, ShapeTable]:
     candidate = _symbolic_batch(model, batch)
     try:
-        runs = _probe(candidate, (1, 2), path)
+        runs = _probe(candidate, (1, 2), weights, path)
         safe = _same_outputs(candidate, runs)
     except AuditError:
         safe = False
@@ -118,7 +125,7 @@ def _resolve_fixed_batch(
         table = _table_from_runs(runs)
         table.batch = "made dynamic"
         return _annotated(model, table), table
-    runs = _probe(model, (batch,), path)
+    runs = _probe(model, (batch,), weights, path)
     model = _fold_shape_arithmetic(model, runs)
     table = _table_from_runs(runs)
     table.batch, table.fixed_batch = "fixed", batch
@@ -174,7 +181,7 @@ def _forget_shapes(model: onnx.ModelProto, outputs: bool = False) -> None:
 
 def _inferred(model: onnx.ModelProto, path: object) -> ShapeTable:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), data_prop=True)
     except Exception as exc:
         raise AuditError(f"shape inference failed: {first_line(exc)}", path) from exc
     graph = inferred.graph
@@ -198,12 +205,12 @@ def _needs_probe(model: onnx.ModelProto, table: ShapeTable) -> bool:
 
 
 def _probe(
-    model: onnx.ModelProto, batches: tuple[int, ...], path: object
+    model: onnx.ModelProto, batches: tuple[int, ...], weights: Weights, path: object
 ) -> list[dict[str, np.ndarray]]:
     """Every top-level tensor's value for seeded random batches of each size in `batches`."""
     from onnxaudit.features.runtime import create_session
 
-    exposed = copy_model(model)
+    exposed = with_weights(model, weights)
     graph = exposed.graph
     image = image_input(graph, path)
     listed = {o.name for o in graph.output}
@@ -256,6 +263,21 @@ def _fold_shape_arithmetic(model: onnx.ModelProto, runs: list[dict]) -> onnx.Mod
     """Replace tensors computed only from shapes and constants by the constants they always equal."""
     model = copy_model(model)
     graph = model.graph
+    folded: dict[str, str] = {}
+    for name in _shape_frontier(graph):
+        values = [run.get(name) for run in runs]
+        if _constant_across(values):
+            folded[name] = unique_name(graph, f"{name}::folded")
+            graph.initializer.append(numpy_helper.from_array(values[0], folded[name]))
+    if folded:
+        for node in graph.node:
+            node.input[:] = [folded.get(i, i) for i in node.input]
+        remove_dead_nodes(graph)
+    return model
+
+
+def _shape_frontier(graph: onnx.GraphProto) -> list[str]:
+    """Tensors computed from shapes and constants alone that feed a computation on data."""
     constants = constant_names(graph)
     shape_only = set(constants)
     for node in graph.node:
@@ -265,25 +287,21 @@ def _fold_shape_arithmetic(model: onnx.ModelProto, runs: list[dict]) -> onnx.Mod
         ):
             shape_only.update(o for o in node.output if o)
     users = consumers(graph)
-    folded: dict[str, str] = {}
-    for name in sorted(shape_only - constants):
-        if not any(o not in shape_only for user in users.get(name, ()) for o in user.output):
-            continue
-        values = [run.get(name) for run in runs]
-        if values[0] is None or values[0].size > FOLD_LIMIT:
-            continue
-        if all(
-            v is not None and v.shape == values[0].shape and np.array_equal(v, values[0])
-            for v in values
-        ):
-            folded[name] = unique_name(graph, f"{name}::folded")
-            graph.initializer.append(numpy_helper.from_array(values[0], folded[name]))
-    if not folded:
-        return model
-    for node in graph.node:
-        node.input[:] = [folded.get(i, i) for i in node.input]
-    remove_dead_nodes(graph)
-    return model
+    return [
+        name
+        for name in sorted(shape_only - constants)
+        if any(o not in shape_only for user in users.get(name, ()) for o in user.output)
+    ]
+
+
+def _constant_across(values: list[np.ndarray | None]) -> bool:
+    """The same small value in every probe (batch sizes 1 and 2)."""
+    first = values[0]
+    if first is None or first.size > FOLD_LIMIT:
+        return False
+    return all(
+        v is not None and v.shape == first.shape and np.array_equal(v, first) for v in values
+    )
 
 
 def _annotated(model: onnx.ModelProto, table: ShapeTable) -> onnx.ModelProto:
