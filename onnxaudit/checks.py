@@ -13,6 +13,7 @@ from onnxaudit.settings import Settings
 # What each analysis needs of the data: classes present, and images of each class.
 MIN_CLASSES = {"knowledge": 2, "patterns": 2, "robustness": 1}
 MIN_PER_CLASS = {"knowledge": 1, "patterns": 2, "robustness": 1}  # patterns: search + evaluation
+MIN_IMAGES = {"knowledge": 4, "patterns": 2, "robustness": 1}  # knowledge: a 3-D embedding
 
 
 def check_compatible(model: PreparedModel, dataset: Dataset) -> None:
@@ -65,6 +66,12 @@ def check_enough_images(dataset: Dataset, settings: Settings) -> None:
             raise AuditError(
                 f"{analysis} needs images of at least {MIN_CLASSES[analysis]} classes, "
                 f"the data has {len(present)}",
+                dataset.source,
+            )
+        if len(dataset) < MIN_IMAGES[analysis]:
+            raise AuditError(
+                f"{analysis} needs at least {MIN_IMAGES[analysis]} images, the data has "
+                f"{len(dataset)}",
                 dataset.source,
             )
         if present.min() < MIN_PER_CLASS[analysis]:

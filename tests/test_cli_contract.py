@@ -85,6 +85,10 @@ def test_bad_data_and_models_are_input_errors(tmp_path, runner, fake_analyses):
     np.savez(one, x=x[:1].clip(0, 1), y=np.array([0]))
     line = one_line_error(invoke(runner, model, one, tmp_path / "o", "--only", "knowledge"))
     assert "knowledge needs images of at least 2 classes" in line
+    two = tmp_path / "two.npz"
+    np.savez(two, x=np.nan_to_num(x[:2]), y=np.arange(2))
+    line = one_line_error(invoke(runner, model, two, tmp_path / "o", "--only", "knowledge"))
+    assert "knowledge needs at least 4 images" in line
     few = tmp_path / "few.npz"
     np.savez(few, x=np.nan_to_num(x[:3]), y=np.arange(3))
     line = one_line_error(invoke(runner, model, few, tmp_path / "o", "--only", "patterns"))
