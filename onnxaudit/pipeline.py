@@ -29,6 +29,11 @@ ModelInput = str | Path | PreparedModel
 DataInput = str | Path | Dataset
 
 
+def knowledge_subset(data: Dataset, settings: Settings) -> Dataset:
+    """The images knowledge points are counted on: the run's subset, or fewer of it."""
+    return data.subset(settings.knowledge_per_class, purpose(settings.seed, "knowledge-subset"))
+
+
 def run_knowledge(
     pm: PreparedModel,
     data: Dataset,
@@ -39,10 +44,9 @@ def run_knowledge(
     """Knowledge points; checkpoints are prepared with the model's own options."""
     from onnxaudit.analyses.knowledge import analyse_knowledge
 
-    subset = data.subset(settings.knowledge_per_class, purpose(settings.seed, "knowledge-subset"))
     return analyse_knowledge(
         pm,
-        subset,
+        knowledge_subset(data, settings),
         layers=settings.layers,
         seed=seed,
         checkpoints=[settings.model.prepare(path) for path in settings.checkpoints],
@@ -220,10 +224,20 @@ def compare_runs(runs: Sequence[AuditResult], progress: ProgressFn = silent) -> 
                 progress=progress,
                 threads=run.settings.threads,
                 reference_name=names[0],
+                images=reference_images(runs[0], run),
             )
             for run in runs[1:]
         ]
     return comparison
+
+
+def reference_images(reference: AuditResult, run: AuditResult) -> np.ndarray | None:
+    """The reference's knowledge images at `run`'s input size, when it differs (None: same)."""
+    knowledge = reference.analyses["knowledge"]
+    shape = run.model.info.input_shape
+    if tuple(knowledge.images.shape[1:]) == tuple(shape):
+        return None
+    return knowledge_subset(reference.data, reference.settings).images(shape)
 
 
 def _analysed_layers(run: AuditResult) -> list[str] | None:

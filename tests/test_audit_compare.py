@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 from conftest import cli, make_inputs
+from graphs import small_cnn
 from typer.testing import CliRunner
 
 from onnxaudit.cli import demo as demo_module
@@ -79,3 +81,17 @@ def test_demo_finds_the_zoo_relative_to_the_checkout(tmp_path):
     found = demo_module.zoo_paths(tmp_path)
     assert [p.as_posix() for p in found] == ["models/zoo/vgg.onnx", "models/zoo/resnet-blend.onnx"]
     assert (demo_module.repo_root() / "onnxaudit" / "cli" / "demo.py").is_file()
+
+
+def test_models_of_different_input_sizes_compare_on_their_own_sizes(tmp_path):
+    """Each model sees the data at its own input size; nothing is refused after work started."""
+    import onnxaudit
+
+    small, data = make_inputs(tmp_path, n=12, model_seed=0, name="small")
+    large = tmp_path / "large.onnx"
+    onnx.save(small_cnn(seed=1, size=12), large)
+    result = onnxaudit.compare([small, large], data, per_class=4, patterns_epochs=1, pgd_steps=1)
+    doc = result.to_dict()
+    assert [m["model"]["input"]["shape"] for m in doc["models"]] == [[1, 8, 8], [1, 12, 12]]
+    assert all(m["robustness"]["n"] == 12 for m in doc["models"])
+    assert doc["comparison"]["layer_deltas"][0]["model"] == "large"

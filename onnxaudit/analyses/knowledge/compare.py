@@ -79,17 +79,25 @@ def compare_models(
     progress: ProgressFn = silent,
     threads: int | None = None,
     reference_name: str = "reference",
+    images: np.ndarray | None = None,
 ) -> ModelComparison:
     """Knowledge points of `other` (a PreparedModel) on the reference's images, in its space.
 
     Layers pair by position with the reference's analysed layers (default: `other`'s own
     default choice), so architectures with different names or widths can be compared.
+    `images` are the reference's images at `other`'s input size when the sizes differ (the same
+    images, in the same order); by default the reference's own.
     """
     settings = reference.settings
     names = list(layers) if layers else default_layers(other.info)
     pairs = list(zip(reference.layers, names, strict=False))
     feats = extract_features(
-        other, reference.images, [n for _, n in pairs], settings.grid, device, threads
+        other,
+        reference.images if images is None else images,
+        [n for _, n in pairs],
+        settings.grid,
+        device,
+        threads,
     )
     grids = layer_grids(other, [n for _, n in pairs], settings.grid)
     probs = target_probs(feats["logits"], settings.temperature)
