@@ -19,9 +19,11 @@ from onnxaudit.analyses.patterns.evaluate import (
 )
 from onnxaudit.analyses.patterns.search import ClassPatternSearch
 from onnxaudit.analyses.patterns.shape import ShapeStats, shape_stats
+from onnxaudit.analyses.patterns.shards import sharded_search
 from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
 from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, backdoor_verdict, universal_verdict
 from onnxaudit.data import Dataset
+from onnxaudit.executors import Executor, current
 from onnxaudit.model import PreparedModel
 from onnxaudit.progress import ProgressFn, silent
 from onnxaudit.seeds import Seed, as_int, child
@@ -148,38 +150,36 @@ def analyse_patterns(
     batch_per_class: int = 4,
     search_fraction: float = 0.5,
     threads: int | None = None,
+    executor: Executor | None = None,
 ) -> PatternsResult:
     """Search every class's pattern on one part of `dataset`, measure it on the disjoint rest.
 
     `pm` is a PreparedModel; `dataset` an onnxaudit Dataset (use `.subset()` to bound the cost).
+    The search runs in class shards on `executor` (default: the run's, in-process outside one).
     """
-    from onnxaudit.features.gradients import CrossEntropy, InputGradient
     from onnxaudit.features.runtime import create_session
 
     info = pm.info
     x = dataset.images(info.input_shape)
     y = np.asarray(dataset.labels, dtype=np.int64)
     search_idx, eval_idx = split_search_eval(y, search_fraction, child(seed, SPLIT_STREAM))
-    grad = InputGradient(
-        pm.proto,
-        objective=CrossEntropy(targeted=False, reduction="sum"),
-        device=device,
-        threads=threads,
-    )
     session = create_session(pm.proto, device=device, threads=threads)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return session.run([info.logits_name], {info.input_name: batch})[0]
 
-    search = ClassPatternSearch(
-        k=k,
-        batch_per_class=batch_per_class,
-        epochs=epochs,
-        canvas=canvas,
-        classes=classes,
-        seed=as_int(child(seed, SEARCH_STREAM)),
-        progress=lambda i, n: progress("patterns: search", i, n),
-    ).fit(grad, x[search_idx], y[search_idx])
+    search = sharded_search(
+        pm.proto.SerializeToString(),
+        x[search_idx],
+        y[search_idx],
+        classes,
+        {"k": k, "batch_per_class": batch_per_class, "epochs": epochs, "canvas": canvas},
+        as_int(child(seed, SEARCH_STREAM)),
+        device,
+        threads,
+        executor or current(),
+        progress,
+    )
     return measure(
         search,
         predict,
