@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -199,7 +200,7 @@ def dask_client(workers: int | None, scheduler: str | None, device: str = "cpu")
 def local_cluster(distributed, workers: int, device: str = "cpu"):
     """`workers` single-threaded worker processes; with CUDA, dask-cuda's LocalCUDACluster when
     installed (one worker per GPU), else one process per GPU index via CUDA_VISIBLE_DEVICES."""
-    quiet = {"dashboard_address": None, "silence_logs": "error"}
+    quiet = {"dashboard_address": ":0", "silence_logs": logging.ERROR}  # any free port
     if device != "cuda":
         return distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, **quiet
@@ -222,8 +223,8 @@ def per_gpu_cluster(distributed, workers: int):
         }
         for i in range(workers)
     }
-    scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": None}}
-    return distributed.SpecCluster(workers=specs, scheduler=scheduler, silence_logs="error")
+    scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": ":0"}}
+    return distributed.SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR)
 
 
 # -- worker side ----------------------------------------------------------------------------------
