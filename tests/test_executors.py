@@ -71,6 +71,18 @@ def test_class_shards_merge_into_the_unsharded_search(tmp_path):
         np.testing.assert_array_equal(getattr(split, name), getattr(whole, name), err_msg=name)
 
 
+def test_patterns_in_class_shards_give_the_same_result(tmp_path):
+    from onnxaudit.analyses.patterns import analyse_patterns
+    from onnxaudit.data import load_dataset
+
+    model, data = make_inputs(tmp_path, n=24)
+    pm, dataset = prepare_model(model), load_dataset(data)
+    whole = analyse_patterns(pm, dataset, seed=5, device="cpu", epochs=2)
+    split = analyse_patterns(pm, dataset, seed=5, device="cpu", epochs=2, executor=Slots(3))
+    assert split.to_dict() == whole.to_dict()
+    np.testing.assert_array_equal(split.power_table, whole.power_table)
+
+
 def test_shard_failed_names_the_shard_in_one_line():
     message = str(ShardFailed("patterns classes 0..4", "ValueError: bad"))
     assert message == "shard 'patterns classes 0..4' failed after 3 tries: ValueError: bad"

@@ -1,18 +1,20 @@
-"""The class-wise search cut into class shards, so the shards can run on different workers.
+"""The class-wise search and its evaluation cut into class shards, to run on different workers.
 
-A shard is a pure function of (model bytes, search images, its classes, search options, seed)
-returning plain arrays. Each class draws its batches from its own stream (`[seed, class]`, see
+A search shard is a pure function of (model bytes, search images, its classes, search options,
+seed) returning plain arrays; an evaluation shard measures the predictive power of its classes'
+patterns on the held-out images. Each class draws its batches from its own stream (`[seed, class]`, see
 `search_batches`) and each image's gradient depends on that image alone, so a class's pattern
 is the same whichever shard, worker or batch mates it had; shards are put back in class order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from onnxaudit.analyses.patterns.evaluate import power_curve, predictive_power
 from onnxaudit.analyses.patterns.search import ClassPatternSearch, Progress, target_classes
 from onnxaudit.executors import Executor, Task, shard_bounds, worker_cache
 from onnxaudit.progress import ProgressFn, silent
@@ -120,3 +122,147 @@ def merge_shards(
         np.concatenate([p.pressure for p in parts], axis=1),
         np.concatenate([p.canvases for p in parts], axis=1),
     )
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Patterns:
+    """The searched patterns of some classes, arrays indexed [canvas, class]."""
+
+    masks: np.ndarray
+    binary_masks: np.ndarray
+    canvases: np.ndarray
+    pressure: np.ndarray
+
+    @classmethod
+    def of(cls, search: ClassPatternSearch, part: slice = slice(None)) -> Patterns:
+        return cls(
+            search.masks_[:, part],
+            search.binary_masks_[:, part],
+            search.canvases_[:, part],
+            search.pressure_[:, part],
+        )
+
+
+def class_powers(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    few: np.ndarray,
+    patterns: Patterns,
+    classes: Sequence[int],
+    num_classes: int,
+    k_grid: Sequence[float],
+    on_canvas: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(V, T, num_classes) predictive power per source class at the search's k and the (V, T,
+    len(k_grid)) power curve (on the `few` images) of the patterns of `classes`."""
+    tables, curves = [], []
+    n_canvas = len(patterns.masks)
+    for v in range(n_canvas):
+        canvases = patterns.canvases[v]
+        tables.append(
+            predictive_power(
+                predict, x_eval, y_eval, patterns.binary_masks[v], canvases, classes, num_classes
+            )
+        )
+        curves.append(
+            power_curve(
+                predict,
+                x_eval[few],
+                y_eval[few],
+                patterns.masks[v],
+                canvases,
+                classes,
+                k_grid,
+                patterns.pressure[v],
+            )
+        )
+        if on_canvas is not None:
+            on_canvas(v + 1, n_canvas)
+    return np.stack(tables), np.stack(curves)
+
+
+def power_shard(
+    model: bytes,
+    names: tuple[str, str],
+    device: str,
+    threads: int | None,
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    few: np.ndarray,
+    patterns: Patterns,
+    classes: Sequence[int],
+    num_classes: int,
+    k_grid: Sequence[float],
+    on_canvas: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`class_powers` of some classes on a worker's own session (the unit of work of the
+    distributed evaluation); `names` are the model's input and logits names."""
+    from onnxaudit.features.runtime import create_session
+
+    session = worker_cache(
+        "patterns-predict", model, (device, threads), lambda: create_session(model, device, threads)
+    )
+    input_name, logits_name = names
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([logits_name], {input_name: batch})[0]
+
+    return class_powers(
+        predict, x_eval, y_eval, few, patterns, classes, num_classes, k_grid, on_canvas
+    )
+
+
+@dataclass(frozen=True)
+class PowerShards:
+    """How to evaluate patterns in class shards: the model and where the shards run."""
+
+    model: bytes
+    input_name: str
+    logits_name: str
+    device: str
+    threads: int | None
+    executor: Executor
+
+    def run(
+        self,
+        search: ClassPatternSearch,
+        x_eval: np.ndarray,
+        y_eval: np.ndarray,
+        few: np.ndarray,
+        num_classes: int,
+        k_grid: Sequence[float],
+        progress: ProgressFn = silent,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The tables and curves of `class_powers`, put back together in class order."""
+        executor = self.executor
+        shared = [executor.share(value) for value in (self.model, x_eval, y_eval)]
+        names = (self.input_name, self.logits_name)
+        classes = [int(t) for t in search.classes_]
+        tasks = [
+            Task(
+                f"patterns evaluation classes {classes[a]}..{classes[b - 1]}",
+                power_shard,
+                (
+                    shared[0],
+                    names,
+                    self.device,
+                    executor.threads(self.threads),
+                    *shared[1:],
+                    few,
+                    Patterns.of(search, slice(a, b)),
+                    classes[a:b],
+                    num_classes,
+                    tuple(k_grid),
+                ),
+                local={"on_canvas": lambda v, n: progress("patterns: evaluate", v, n)},
+            )
+            for a, b in shard_bounds(len(classes), executor.slots)
+        ]
+        on_done = None if len(tasks) == 1 else lambda i, n: progress("patterns: evaluate", i, n)
+        parts = executor.run(tasks, on_done)
+        return (
+            np.concatenate([table for table, _ in parts], axis=1),
+            np.concatenate([curve for _, curve in parts], axis=1),
+        )
