@@ -32,6 +32,7 @@ from onnxaudit.executors import IN_PROCESS, DaskExecutor
 from onnxaudit.features.runtime import create_session
 from onnxaudit.model import prepare_model
 from onnxaudit.pipeline import prepare_inputs, run_audits
+from onnxaudit.results.schema import dumps
 from onnxaudit.seeds import purpose
 from onnxaudit.settings import Settings
 
@@ -69,9 +70,9 @@ def project(grad_s: float, fwd_s: float, speedup: float, workers_measured: int) 
     4 over the other classes' 9,990, 3 canvases), evaluation on 10 held-out images per class.
 
     Per-image costs are scaled from the measured 28x28 model by the pixel ratio (224/28)^2 = 64
-    (same architecture, cost proportional to positions). The search is sharded by class, so it
-    divides by the workers at the parallel efficiency measured here; the evaluation (predictive
-    power at k and over the k grid for every class) still runs in the driver process.
+    (same architecture, cost proportional to positions). The search and the evaluation
+    (predictive power at k and over the k grid) are both sharded by class, so both divide by the
+    workers at the parallel efficiency measured here.
     """
     scale = (224 / 28) ** 2
     classes, per_class = 1000, 10
@@ -81,13 +82,15 @@ def project(grad_s: float, fwd_s: float, speedup: float, workers_measured: int) 
     efficiency = speedup / workers_measured
     rows = []
     for n in (1, 8, 64):
-        search_h = search_images * grad_s * scale / (n * (efficiency if n > 1 else 1)) / 3600
-        eval_h = eval_images * fwd_s * scale / 3600
+        share = n * (efficiency if n > 1 else 1.0)
+        search_h = search_images * grad_s * scale / share / 3600
+        eval_h = eval_images * fwd_s * scale / share / 3600
         rows.append({
             "workers": n,
             "search_hours": round(search_h, 1),
-            "driver_eval_hours": round(eval_h, 1),
+            "eval_hours": round(eval_h, 1),
             "total_hours": round(search_h + eval_h, 1),
+            "total_days": round((search_h + eval_h) / 24, 1),
         })  # fmt: skip
     return rows
 
@@ -100,7 +103,7 @@ def audit_many_times(cluster: DaskExecutor, per_class: int) -> dict:
     alone, t_alone = timed(run_audits, inputs, [settings] * len(inputs))
     with executors.using(cluster):
         spread, t_spread = timed(run_audits, inputs, [settings] * len(inputs))
-    same = [a.to_dict() == b.to_dict() for a, b in zip(alone, spread, strict=True)]
+    same = [dumps(a.to_dict()) == dumps(b.to_dict()) for a, b in zip(alone, spread, strict=True)]
     return {
         "models": [p.stem for p in models],
         "per_class": per_class,
@@ -130,11 +133,11 @@ def main() -> None:
     model = pm.proto.SerializeToString()
 
     alone, t_alone = timed(search, model, x, y, args.epochs, IN_PROCESS)
+    t_start = time.perf_counter()
     with executors.dask_client(args.workers, None) as client:
-        cluster = DaskExecutor(client)
-        t_start = time.perf_counter()
         client.wait_for_workers(args.workers)
         report["cluster_start_s"] = round(time.perf_counter() - t_start, 1)
+        cluster = DaskExecutor(client)
         spread, t_spread = timed(search, model, x, y, args.epochs, cluster)
         identical = all(
             np.array_equal(getattr(alone, name), getattr(spread, name))

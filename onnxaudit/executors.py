@@ -100,8 +100,9 @@ class DaskExecutor:
         return requested or self.threads_per_task
 
     def share(self, value: T) -> T:
-        """Send a large argument (model bytes, images) to every worker once."""
-        return self.client.scatter(value, broadcast=True)
+        """Send a large argument (model bytes, images) to every worker once; under a key of its
+        own (a content-hashed key is released by an earlier share of the same bytes)."""
+        return self.client.scatter(value, broadcast=True, hash=False)
 
     def run(self, tasks: Sequence[Task], on_done: OnDone | None = None) -> list:
         from distributed import as_completed
@@ -113,8 +114,10 @@ class DaskExecutor:
         names = {future.key: task.name for future, task in zip(futures, tasks, strict=True)}
         try:
             for done, future in enumerate(as_completed(futures), start=1):
-                if future.status != "finished":
+                if future.status == "error":
                     raise ShardFailed(names[future.key], _reason(future.exception()))
+                if future.status != "finished":
+                    raise ShardFailed(names[future.key], f"its future was {future.status}")
                 if on_done is not None:
                     on_done(done, len(tasks))
             return self.client.gather(futures)
@@ -243,6 +246,31 @@ def worker_cache(kind: str, model: bytes, options: tuple, build: Callable[[], T]
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
     return value
+
+
+def numeric_threads() -> dict[str, int]:
+    """The BLAS and OpenMP thread counts of this process: a whole audit sent to a worker runs
+    under the same counts (`same_numeric_threads`), since they change floating-point sums."""
+    import threadpoolctl
+
+    _load_numeric_libraries()
+    return {lib["user_api"]: int(lib["num_threads"]) for lib in threadpoolctl.threadpool_info()}
+
+
+@contextmanager
+def same_numeric_threads(counts: Mapping[str, int]) -> Iterator[None]:
+    """Run with these BLAS / OpenMP thread counts (Dask starts its workers with 1)."""
+    import threadpoolctl
+
+    _load_numeric_libraries()
+    with threadpoolctl.threadpool_limits(limits=dict(counts)):
+        yield
+
+
+def _load_numeric_libraries() -> None:
+    """Load numpy's, scipy's and scikit-learn's thread pools, so they can be read and set."""
+    import scipy.linalg  # noqa: F401
+    import sklearn.cluster  # noqa: F401 (its OpenMP pool)
 
 
 def shard_bounds(n: int, shards: int, align: int = 1) -> list[tuple[int, int]]:

@@ -181,10 +181,12 @@ def audit_in_process(
     dataset: Dataset,
     settings: Settings,
     display_path: str | None,
+    numeric_threads: dict[str, int],
     progress: ProgressFn = silent,
 ) -> AuditResult:
-    """A whole audit as one unit of work (on a worker its analyses run there, unsharded)."""
-    with executors.using(executors.IN_PROCESS):
+    """A whole audit as one unit of work (on a worker its analyses run there, unsharded, with
+    the BLAS / OpenMP thread counts of the process that sent it: the same sums)."""
+    with executors.using(executors.IN_PROCESS), executors.same_numeric_threads(numeric_threads):
         return run_audit(pm, dataset, settings, progress, display_path)
 
 
@@ -196,12 +198,13 @@ def run_audits(
 ) -> list[AuditResult]:
     """One audit per (model, subset), in order; on a cluster each model is one task."""
     paths = list(display_paths) if display_paths is not None else [None] * len(inputs)
+    threads = executors.numeric_threads()
     with executors.session(settings[0]) as executor:
         tasks = [
             executors.Task(
                 f"audit {Path(path or pm.path).name}",
                 audit_in_process,
-                (pm, subset, s, path),
+                (pm, subset, s, path, threads),
                 local={"progress": prefixed(progress, Path(path or pm.path).stem)},
             )
             for (pm, subset), s, path in zip(inputs, settings, paths, strict=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,8 @@ def test_compare_on_the_cluster_matches_in_process(tmp_path):
     a, data = make_inputs(tmp_path, n=24, model_seed=0, name="cnn0")
     b, _ = make_inputs(tmp_path, n=24, model_seed=1, name="cnn1")
     out = tmp_path / "cmp"
-    args = [str(a), str(b), "--data", str(data), "--out", str(out), "--skip", "knowledge"]
-    alone = compare([a, b], data, skip=["knowledge"])
+    args = [str(a), str(b), "--data", str(data), "--out", str(out)]
+    alone = compare([a, b], data)
     run = CliRunner().invoke(cli(compare_cli), [*args, "--workers", "2"])
     assert run.exit_code == 0, run.output
     doc = json.loads((out / "result.json").read_text())
@@ -93,3 +94,38 @@ def test_a_shard_that_keeps_failing_stops_the_run_naming_it(cluster):
         match=r"shard 'patterns classes 3..4' failed after 3 tries: ValueError: cannot do 5",
     ):
         cluster.run(tasks)
+
+
+def _visible_gpu() -> str:
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_without_dask_cuda_each_worker_sees_one_gpu():
+    with executors.per_gpu_cluster(distributed, 2) as gpus, distributed.Client(gpus) as client:
+        client.wait_for_workers(2)
+        assert sorted(client.run(_visible_gpu).values()) == ["0", "1"]
+
+
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _scheduler_tasks(dask_scheduler) -> list[str]:
+    return [str(key) for key in dask_scheduler.tasks]
+
+
+def test_ctrl_c_cancels_the_futures_of_the_run(cluster):
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    tasks = [Task("quick", _sleep, (0.0,)), Task("slow", _sleep, (20.0,))]
+    with pytest.raises(KeyboardInterrupt):
+        cluster.run(tasks, interrupt)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = cluster.client.run_on_scheduler(_scheduler_tasks)
+        if not any("onnxaudit" in key for key in left):
+            break
+        time.sleep(0.2)
+    assert not any("onnxaudit" in key for key in left)
