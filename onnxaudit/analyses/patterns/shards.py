@@ -188,17 +188,11 @@ def power_shard(
     names: tuple[str, str],
     device: str,
     threads: int | None,
-    x_eval: np.ndarray,
-    y_eval: np.ndarray,
-    few: np.ndarray,
-    patterns: Patterns,
-    classes: Sequence[int],
-    num_classes: int,
-    k_grid: Sequence[float],
+    *args: object,
     on_canvas: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`class_powers` of some classes on a worker's own session (the unit of work of the
-    distributed evaluation); `names` are the model's input and logits names."""
+    """`class_powers(predict, *args)` on a worker's own session of the model (the unit of work
+    of the distributed evaluation); `names` are the model's input and logits names."""
     from onnxaudit.features.runtime import create_session
 
     session = worker_cache(
@@ -209,9 +203,7 @@ def power_shard(
     def predict(batch: np.ndarray) -> np.ndarray:
         return session.run([logits_name], {input_name: batch})[0]
 
-    return class_powers(
-        predict, x_eval, y_eval, few, patterns, classes, num_classes, k_grid, on_canvas
-    )
+    return class_powers(predict, *args, on_canvas=on_canvas)
 
 
 @dataclass(frozen=True)
