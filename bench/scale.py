@@ -79,7 +79,7 @@ def project(grad_s: float, fwd_s: float, speedup: float, workers_measured: int) 
     steps = 5 * ((classes - 1) * per_class // BATCH)
     search_images = classes * steps * len(CANVASES) * BATCH
     eval_images = classes * len(CANVASES) * (classes - 1) * per_class * (1 + len(K_GRID))
-    efficiency = speedup / workers_measured
+    efficiency = min(1.0, speedup / workers_measured)  # never project more than linear
     rows = []
     for n in (1, 8, 64):
         share = n * (efficiency if n > 1 else 1.0)
