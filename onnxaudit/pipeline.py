@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxaudit import executors
 from onnxaudit.checks import check_inputs
 from onnxaudit.data import Dataset, load_dataset
 from onnxaudit.errors import AuditError
@@ -87,10 +88,10 @@ def run_robustness(
     seed: np.random.SeedSequence,
     progress: ProgressFn,
 ) -> AnalysisResult:
-    from onnxaudit.analyses.robustness import robustness
+    from onnxaudit.analyses.robustness import sharded_robustness
 
     progress("robustness: PGD", 0, 1)
-    result = robustness(
+    result = sharded_robustness(
         pm.proto,
         data.images(pm.info.input_shape),
         np.asarray(data.labels, dtype=np.int64),
@@ -158,19 +159,58 @@ def run_audit(
     progress: ProgressFn = silent,
     display_path: str | None = None,
 ) -> AuditResult:
-    """Run the analyses of `settings` on an already prepared model and subset."""
+    """Run the analyses of `settings` on an already prepared model and subset (their shards on
+    the executor `settings` ask for, or on the one of the run in progress)."""
     from onnxaudit.features.extract import label_order_warning
 
     warning = label_order_warning(
         pm, dataset, seed=purpose(settings.seed, "subset"), device=settings.device,
         threads=settings.threads,
     )  # fmt: skip
-    results = {
-        name: analysis(pm, dataset, settings, purpose(settings.seed, name), progress)
-        for name, analysis in ANALYSES.items()
-        if settings.runs(name)
-    }
+    with executors.session(settings):
+        results = {
+            name: analysis(pm, dataset, settings, purpose(settings.seed, name), progress)
+            for name, analysis in ANALYSES.items()
+            if settings.runs(name)
+        }
     return AuditResult(pm, dataset, settings, results, display_path, [warning] if warning else [])
+
+
+def audit_in_process(
+    pm: PreparedModel,
+    dataset: Dataset,
+    settings: Settings,
+    display_path: str | None,
+    numeric_threads: dict[str, int],
+    progress: ProgressFn = silent,
+) -> AuditResult:
+    """A whole audit as one unit of work (on a worker its analyses run there, unsharded, with
+    the BLAS / OpenMP thread counts of the process that sent it: the same sums)."""
+    with executors.using(executors.IN_PROCESS), executors.same_numeric_threads(numeric_threads):
+        return run_audit(pm, dataset, settings, progress, display_path)
+
+
+def run_audits(
+    inputs: Sequence[tuple[PreparedModel, Dataset]],
+    settings: Sequence[Settings],
+    progress: ProgressFn = silent,
+    display_paths: Sequence[str | None] | None = None,
+) -> list[AuditResult]:
+    """One audit per (model, subset), in order; on a cluster each model is one task."""
+    paths = list(display_paths) if display_paths is not None else [None] * len(inputs)
+    threads = executors.numeric_threads()
+    with executors.session(settings[0]) as executor:
+        tasks = [
+            executors.Task(
+                f"audit {Path(path or pm.path).name}",
+                audit_in_process,
+                (pm, subset, s, path, threads),
+                local={"progress": prefixed(progress, Path(path or pm.path).stem)},
+            )
+            for (pm, subset), s, path in zip(inputs, settings, paths, strict=True)
+        ]
+        done = None if executor.slots == 1 else lambda i, n: progress("audits", i, n)
+        return executor.run(tasks, done)
 
 
 def compare(
@@ -193,11 +233,7 @@ def compare(
         raise AuditError(f"{len(models)} models but {len(per_model)} settings")
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     inputs = [prepare_inputs(m, dataset, s) for m, s in zip(models, per_model, strict=True)]
-    paths = list(display_paths) if display_paths is not None else [None] * len(models)
-    runs = [
-        run_audit(pm, subset, s, prefixed(progress, Path(path or pm.path).stem), path)
-        for (pm, subset), s, path in zip(inputs, per_model, paths, strict=True)
-    ]
+    runs = run_audits(inputs, per_model, progress, display_paths)
     return CompareResult(runs, compare_runs(runs, progress))
 
 

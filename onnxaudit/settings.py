@@ -96,6 +96,9 @@ class Settings:
     eps: float = 0.1
     pgd_steps: int = 10
     pgd_step: float | None = None
+    # where the work runs (see onnxaudit/executors.py): a local Dask cluster or a scheduler
+    workers: int | None = None
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("skip", "layers", "checkpoints", "patterns_classes", "patterns_canvases"):
@@ -136,6 +139,14 @@ class Settings:
             raise AuditError(f"--canvas takes {', '.join(CANVASES)}, got {self.patterns_canvases}")
         if self.patterns_classes is not None and min(self.patterns_classes, default=0) < 0:
             raise AuditError(f"--classes takes class indices >= 0, got {self.patterns_classes}")
+        self._validate_executor()
+
+    def _validate_executor(self) -> None:
+        _at_least("--workers", self.workers, 1, optional=True)
+        if self.workers is not None and self.scheduler is not None:
+            raise AuditError("give --workers or --scheduler, not both")
+        if self.scheduler is not None and not str(self.scheduler).strip():
+            raise AuditError("--scheduler takes an address such as tcp://host:8786")
 
     def runs(self, analysis: str) -> bool:
         return analysis not in self.skip

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from onnxaudit.errors import AuditError
 from onnxaudit.features.gradients import CrossEntropy, InputGradient
+
+if TYPE_CHECKING:
+    from onnxaudit.executors import Executor
 
 Callback = Callable[[int, np.ndarray], None]
 
@@ -30,6 +34,7 @@ def pgd(
     seed: int = 0,
     clip: tuple[float, float] = (0.0, 1.0),
     callback: Callback | None = None,
+    noise: np.ndarray | None = None,
 ) -> np.ndarray:
     """Projected sign-gradient steps inside the L-inf ball of radius `eps` around `x`.
 
@@ -37,6 +42,7 @@ def pgd(
     Targeted: `labels` are the targets and each step descends it. `targeted=None` takes the
     direction from `grad.objective.targeted`. `step` defaults to 2.5 * eps / steps (Madry et al.).
     `callback(i, x_adv)` sees the start point (i = 0) and the iterate after each step i = 1..steps.
+    `noise` is the random start's draw when given (a data shard's slice of the whole batch's).
     """
     if grad.objective.input_name != "labels":
         raise AuditError("PGD needs a label objective such as CrossEntropy")
@@ -49,7 +55,7 @@ def pgd(
     low, high = np.maximum(x - eps, clip[0]), np.minimum(x + eps, clip[1])
     x_adv = x.copy()
     if random_start:
-        noise = np.random.default_rng(seed).uniform(-eps, eps, size=x.shape)
+        noise = start_noise(seed, eps, x.shape) if noise is None else noise
         x_adv = np.clip(x + noise.astype(np.float32), low, high)
     if callback is not None:
         callback(0, x_adv)
@@ -59,6 +65,11 @@ def pgd(
         if callback is not None:
             callback(i, x_adv)
     return x_adv
+
+
+def start_noise(seed: int | np.random.SeedSequence, eps: float, shape: tuple) -> np.ndarray:
+    """The uniform random start of PGD, drawn for a whole batch."""
+    return np.random.default_rng(seed).uniform(-eps, eps, size=shape)
 
 
 @dataclass
@@ -74,6 +85,20 @@ class RobustnessResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of(
+        cls, clean: np.ndarray, robust: np.ndarray, eps: float, steps: int, step: float
+    ) -> RobustnessResult:
+        """From per-image correctness, clean and under attack."""
+        return cls(
+            float(clean.mean()),
+            float(robust.mean()),
+            float(eps),
+            int(steps),
+            float(step),
+            len(clean),
+        )
 
 
 def robustness(
@@ -98,11 +123,68 @@ def robustness(
     clean = grad(x, y).logits.argmax(1) == y
     x_adv = pgd(grad, x, y, eps, step, steps, False, random_start, seed)
     robust = grad(x_adv, y).logits.argmax(1) == y
-    return RobustnessResult(
-        clean_accuracy=float(clean.mean()),
-        robust_accuracy=float(robust.mean()),
-        eps=float(eps),
-        steps=int(steps),
-        step=float(step),
-        n=len(y),
-    )
+    return RobustnessResult.of(clean, robust, eps, steps, step)
+
+
+# -- data shards ----------------------------------------------------------------------------------
+def pgd_shard(
+    model: bytes,
+    x: np.ndarray,
+    y: np.ndarray,
+    noise: np.ndarray | None,
+    eps: float,
+    step: float,
+    steps: int,
+    device: str,
+    threads: int | None,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(clean correct, robust correct) of one data shard: the unit of work of sharded PGD."""
+    from onnxaudit.executors import worker_cache
+
+    def build() -> InputGradient:
+        return InputGradient(
+            onnx.load_from_string(model), CrossEntropy(), device, threads, batch_size
+        )
+
+    grad = worker_cache("pgd-grad", model, (device, threads, batch_size), build)
+    clean = grad(x, y).logits.argmax(1) == y
+    x_adv = pgd(grad, x, y, eps, step, steps, False, noise is not None, noise=noise)
+    return clean, grad(x_adv, y).logits.argmax(1) == y
+
+
+def sharded_robustness(
+    model: onnx.ModelProto,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float = 0.1,
+    steps: int = 10,
+    step: float | None = None,
+    seed: int | np.random.SeedSequence = 0,
+    device: str = "auto",
+    threads: int | None = None,
+    batch_size: int = 256,
+    executor: Executor | None = None,
+) -> RobustnessResult:
+    """`robustness` (random start) cut into data shards of whole batches on `executor`: the
+    start noise is drawn once for all images and sliced, so any cut gives the same answer."""
+    from onnxaudit.executors import Task, current, shard_bounds
+
+    executor = executor or current()
+    y = np.asarray(y, dtype=np.int64)
+    step = 2.5 * eps / max(steps, 1) if step is None else step
+    noise = start_noise(seed, eps, x.shape)
+    payload = executor.share(model.SerializeToString())
+    threads = executor.threads(threads)
+    tasks = [
+        Task(
+            f"robustness images {a}..{b - 1}",
+            pgd_shard,
+            (payload, x[a:b], y[a:b], noise[a:b], eps, step, steps, device, threads, batch_size),
+        )
+        for a, b in shard_bounds(len(y), executor.slots, batch_size)
+    ]
+    parts = executor.run(tasks)
+    clean = np.concatenate([c for c, _ in parts])
+    robust = np.concatenate([r for _, r in parts])
+    return RobustnessResult.of(clean, robust, eps, steps, step)

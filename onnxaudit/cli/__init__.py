@@ -18,7 +18,17 @@ from onnxaudit import __version__
 from onnxaudit.errors import AuditError
 
 # Each verb lives in onnxaudit/cli/<verb>.py as a typer command function of the same name.
-VERBS = ("layers", "extract", "attack", "knowledge", "patterns", "audit", "compare", "demo")
+VERBS = (
+    "layers",
+    "extract",
+    "attack",
+    "knowledge",
+    "patterns",
+    "audit",
+    "compare",
+    "demo",
+    "audit_many",
+)
 
 app = typer.Typer(
     name="onnxaudit",

@@ -26,11 +26,13 @@ from onnxaudit.cli.options import (
     Out,
     PatternEpochs,
     PerClass,
+    Scheduler,
     Seed,
     Skip,
     Std,
     Steps,
     Threads,
+    Workers,
     gates_from_options,
     settings_from_options,
 )
@@ -62,6 +64,8 @@ def audit(
     fail_on: FailOn = None,
     min_reliable_ratio: MinReliableRatio = None,
     min_robust_accuracy: MinRobustAccuracy = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
     baseline: Baseline = None,
     max_drop: MaxDrop = None,
 ) -> None:

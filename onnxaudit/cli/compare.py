@@ -32,11 +32,13 @@ from onnxaudit.cli.options import (
     Out,
     PatternEpochs,
     PerClass,
+    Scheduler,
     Seed,
     Skip,
     Std,
     Steps,
     Threads,
+    Workers,
     gates_from_options,
     settings_from_options,
 )
@@ -70,6 +72,8 @@ def compare(
     fail_on: FailOn = None,
     min_reliable_ratio: MinReliableRatio = None,
     min_robust_accuracy: MinRobustAccuracy = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
 ) -> None:
     """Compare models (e.g. normal, adversarially trained, distilled, backdoored) in one report;
     gates apply to every model (exit 1 if any model fails one)."""

@@ -343,6 +343,8 @@ _COPIED = {
     "eps": "eps",
     "steps": "pgd_steps",
     "step": "pgd_step",
+    "workers": "workers",
+    "scheduler": "scheduler",
 }
 
 
@@ -381,3 +383,26 @@ def gates_from_options(options: Mapping[str, object]) -> GateSpec:
         baseline=None if baseline is None else load_result(baseline),
         max_drop=options.get("max_drop"),
     )
+
+
+# where the work runs (onnxaudit/executors.py); needs pip install 'onnxaudit[distributed]'
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="Run the shards on a local Dask cluster of N worker processes (1 thread each).",
+        metavar="N",
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run the shards on an existing Dask scheduler, e.g. tcp://host:8786.",
+        metavar="ADDRESS",
+    ),
+]
+ManyModels = Annotated[
+    list[Path],
+    typer.Argument(help="One or more .onnx classifiers, each audited alone.", metavar="MODELS..."),
+]

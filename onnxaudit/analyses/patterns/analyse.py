@@ -12,16 +12,21 @@ from onnxaudit.analyses.patterns.evaluate import (
     clean_rate,
     k_at_power,
     overall_power,
-    power_curve,
     predict_labels,
-    predictive_power,
     split_search_eval,
 )
 from onnxaudit.analyses.patterns.search import ClassPatternSearch
 from onnxaudit.analyses.patterns.shape import ShapeStats, shape_stats
+from onnxaudit.analyses.patterns.shards import (
+    Patterns,
+    PowerShards,
+    class_powers,
+    sharded_search,
+)
 from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
 from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, backdoor_verdict, universal_verdict
 from onnxaudit.data import Dataset
+from onnxaudit.executors import Executor, current
 from onnxaudit.model import PreparedModel
 from onnxaudit.progress import ProgressFn, silent
 from onnxaudit.seeds import Seed, as_int, child
@@ -148,38 +153,37 @@ def analyse_patterns(
     batch_per_class: int = 4,
     search_fraction: float = 0.5,
     threads: int | None = None,
+    executor: Executor | None = None,
 ) -> PatternsResult:
     """Search every class's pattern on one part of `dataset`, measure it on the disjoint rest.
 
     `pm` is a PreparedModel; `dataset` an onnxaudit Dataset (use `.subset()` to bound the cost).
+    The search runs in class shards on `executor` (default: the run's, in-process outside one).
     """
-    from onnxaudit.features.gradients import CrossEntropy, InputGradient
     from onnxaudit.features.runtime import create_session
 
     info = pm.info
     x = dataset.images(info.input_shape)
     y = np.asarray(dataset.labels, dtype=np.int64)
     search_idx, eval_idx = split_search_eval(y, search_fraction, child(seed, SPLIT_STREAM))
-    grad = InputGradient(
-        pm.proto,
-        objective=CrossEntropy(targeted=False, reduction="sum"),
-        device=device,
-        threads=threads,
-    )
     session = create_session(pm.proto, device=device, threads=threads)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return session.run([info.logits_name], {info.input_name: batch})[0]
 
-    search = ClassPatternSearch(
-        k=k,
-        batch_per_class=batch_per_class,
-        epochs=epochs,
-        canvas=canvas,
-        classes=classes,
-        seed=as_int(child(seed, SEARCH_STREAM)),
-        progress=lambda i, n: progress("patterns: search", i, n),
-    ).fit(grad, x[search_idx], y[search_idx])
+    payload = pm.proto.SerializeToString()
+    search = sharded_search(
+        payload,
+        x[search_idx],
+        y[search_idx],
+        classes,
+        {"k": k, "batch_per_class": batch_per_class, "epochs": epochs, "canvas": canvas},
+        as_int(child(seed, SEARCH_STREAM)),
+        device,
+        threads,
+        executor or current(),
+        progress,
+    )
     return measure(
         search,
         predict,
@@ -188,6 +192,9 @@ def analyse_patterns(
         info.num_classes,
         info.class_names,
         progress,
+        shards=PowerShards(
+            payload, info.input_name, info.logits_name, device, threads, executor or current()
+        ),
     )
 
 
@@ -201,45 +208,31 @@ def measure(
     progress: ProgressFn = silent,
     k_grid: Sequence[float] = K_GRID,
     curve_per_class: int = 20,
+    shards: PowerShards | None = None,
 ) -> PatternsResult:
     """Predictive power, k90, shapes, the noise-blend response and the verdict of a fitted search
-    on held-out images.
+    on held-out images (the per-class powers in class shards when `shards` says how).
 
     The power-against-k curve uses `curve_per_class` held-out images per class (it multiplies
     the forward passes by the grid size); predictive power at `k` uses all of them.
     """
     classes = [int(t) for t in search.classes_]
-    n_canvas = len(search.canvas_labels_)
     clean_pred = predict_labels(predict, x_eval)
     few = split_search_eval(y_eval, curve_per_class, seed=child(search.seed, 0))[0]
-    tables, curves = [], []
-    for v in range(n_canvas):
-        tables.append(
-            predictive_power(
-                predict,
-                x_eval,
-                y_eval,
-                search.binary_masks_[v],
-                search.canvases_[v],
-                classes,
-                num_classes,
-            )
+    if shards is None:
+        table, curve = class_powers(
+            predict,
+            x_eval,
+            y_eval,
+            few,
+            Patterns.of(search),
+            classes,
+            num_classes,
+            k_grid,
+            lambda v, n: progress("patterns: evaluate", v, n),
         )
-        curves.append(
-            power_curve(
-                predict,
-                x_eval[few],
-                y_eval[few],
-                search.masks_[v],
-                search.canvases_[v],
-                classes,
-                k_grid,
-                search.pressure_[v],
-            )
-        )
-        progress("patterns: evaluate", v + 1, n_canvas)
-    table = np.stack(tables)
-    curve = np.stack(curves)
+    else:
+        table, curve = shards.run(search, x_eval, y_eval, few, num_classes, k_grid, progress)
     power = np.stack([overall_power(tab, y_eval, classes) for tab in table])
     k90 = np.stack([k_at_power(c, k_grid, 0.9) for c in curve])
     k50 = np.stack([k_at_power(c, k_grid, 0.5) for c in curve])

@@ -88,6 +88,16 @@ def search_batches(
     return schedule, steps
 
 
+def target_classes(y: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
+    """The classes to search, in order: `classes`, or every class present in `y`."""
+    present = np.unique(y)
+    chosen = np.array(present if classes is None else classes, dtype=np.int64)
+    missing = [int(t) for t in chosen if t not in present]
+    if missing:
+        raise AuditError(f"no search images of class(es) {missing}")
+    return chosen
+
+
 def blend(mask: np.ndarray, canvas: np.ndarray, x: np.ndarray) -> np.ndarray:
     """m * canvas + (1 - m) * x in raw pixel space; mask (..., H, W) is shared over channels."""
     m = mask[..., None, :, :]
@@ -198,11 +208,7 @@ class ClassPatternSearch:
         """Search every (canvas, class) unit at once on images x (N, C, H, W) in [0,1], labels y."""
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
-        present = np.unique(y)
-        self.classes_ = np.array(present if self.classes is None else self.classes, dtype=np.int64)
-        missing = [int(t) for t in self.classes_ if t not in present]
-        if missing:
-            raise AuditError(f"no search images of class(es) {missing}")
+        self.classes_ = target_classes(y, self.classes)
         self.canvas_labels_ = self._canvas_labels()
         self.n_images_ = len(x)
         n_canvas, n_class = len(self.canvas_labels_), len(self.classes_)
@@ -241,6 +247,13 @@ class ClassPatternSearch:
             if self.progress is not None:
                 self.progress(it + 1, self.n_steps_)
 
+        return self.finish(masks, pressure, canvases)
+
+    def finish(
+        self, masks: np.ndarray, pressure: np.ndarray, canvases: np.ndarray
+    ) -> ClassPatternSearch:
+        """Keep the searched (V, T, ...) masks, pressure and canvases and their top-k patterns
+        (also how class shards searched apart are put back together)."""
         self.masks_ = masks
         self.pressure_ = pressure  # summed -d loss/d m: ranks pixels the mask saturates alike
         self.canvases_ = canvases
