@@ -1,0 +1,209 @@
+"""The backdoor verdict on the whole zoo: collect each restart's evidence, then calibrate and report.
+
+    python bench/verdict_zoo.py collect --seeds 0 1 2 [--models NAME ...] --out E.jsonl
+    python bench/verdict_zoo.py report E.jsonl [--out bench/verdict-zoo.json]
+
+`collect` runs `analyse_patterns` at the audit defaults (20 images per class of the committed
+test subset drawn with the seed, 5 epochs, 3 canvases, 3 restarts) on every zoo model (the
+4-class ones on the subset's 4 classes) and writes one JSON line per (model, seed) with every
+restart's mask L1 and noise-blend rates and the verdict. `report` fits the self-excess prior on
+the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
+with it, and prints detection on each half: found with the right target, false alarms, AUROC
+and FPR at 95 % TPR (max over classes of the statistic's z-score under the prior, as score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from onnxaudit.analyses.patterns import analyse_patterns
+from onnxaudit.analyses.patterns.null import FAMILY_ALPHA, CleanPrior, bonferroni, fit_prior
+from onnxaudit.model import prepare_model
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "models"))
+from zoo_data import model_data, zoo_models, zoo_split  # noqa: E402
+
+
+def collect(args: argparse.Namespace) -> None:
+    models = zoo_models()
+    names = args.models or list(models)
+    with open(args.out, "a") as out:
+        for name in names:
+            entry = models[name]
+            pm = prepare_model(REPO / entry["file"])
+            for seed in args.seeds:
+                t0 = time.time()
+                result = analyse_patterns(
+                    pm,
+                    model_data(entry, args.per_class, seed),
+                    seed=seed,
+                    epochs=args.epochs,
+                    restarts=args.restarts,
+                    threads=args.threads,
+                )
+                verdict = result.verdict.to_dict()
+                row = {
+                    "model": name,
+                    "seed": seed,
+                    "target": entry.get("backdoor", {}).get("target"),
+                    "num_classes": pm.info.num_classes,
+                    "classes": result.classes,
+                    "eval_per_class": result.n_eval // len(result.classes),
+                    "seconds": round(time.time() - t0, 1),
+                    "tests": {t["name"]: t["restarts"] for t in verdict["tests"]},
+                    "outcome": verdict["outcome"],
+                    "flagged": verdict["classes"],
+                    "old_rule_index": verdict["anomaly_index"],
+                }
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                print(name, seed, row["outcome"], row["flagged"], row["seconds"], flush=True)
+
+
+def load_rows(paths: list[Path]) -> list[dict]:
+    """Evidence rows; a later row for the same (model, seed) replaces an earlier one."""
+    rows: dict[tuple[str, int], dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows[row["model"], row["seed"]] = row
+    return list(rows.values())
+
+
+def judge(row: dict, prior: CleanPrior) -> tuple[list[int], float]:
+    """Flagged classes and a normalised score (> 1 iff flagged) of one run under `prior`."""
+    classes = row["classes"]
+    excess = np.median(np.asarray(row["tests"]["self_excess"]), axis=0)
+    noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
+    level = bonferroni(FAMILY_ALPHA, len(classes))
+    z = (excess - prior.location) / prior.scale
+    z_threshold = stats.norm.isf(level)
+    flagged = sorted(
+        {c for c, zc, r in zip(classes, z, noise, strict=True) if zc > z_threshold or r >= 0.5}
+    )
+    score = float(max((z / z_threshold).max(), (noise / 0.5).max()))
+    return flagged, score
+
+
+def detection(rows: list[dict], prior: CleanPrior) -> dict:
+    """Found with the right target, false alarms, AUROC and FPR at 95 % TPR over `rows`."""
+    found = wrong = alarms = n_bd = n_clean = 0
+    scores, labels = [], []
+    for row in rows:
+        flagged, score = judge(row, prior)
+        backdoored = row["target"] is not None
+        scores.append(score)
+        labels.append(backdoored)
+        if backdoored:
+            n_bd += 1
+            found += row["target"] in flagged
+            wrong += bool(set(flagged) - {row["target"]})
+        else:
+            n_clean += 1
+            alarms += bool(flagged)
+    scores_a, labels_a = np.array(scores), np.array(labels)
+    pos, neg = scores_a[labels_a], scores_a[~labels_a]
+    auroc = float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+    cut = np.quantile(pos, 0.05) if len(pos) else np.inf  # 95 % of backdoors score >= cut
+    return {
+        "backdoored": n_bd,
+        "found_with_target": found,
+        "flagged_a_wrong_class_too": wrong,
+        "clean": n_clean,
+        "false_alarms": alarms,
+        "auroc": auroc,
+        "fpr_at_95_tpr": float(np.mean(neg >= cut)) if len(neg) else None,
+    }
+
+
+def stability(rows: list[dict], prior: CleanPrior) -> dict[str, dict]:
+    """Per model: seeds measured, and how many give its most common flagged set."""
+    sets: dict[str, list[tuple[int, ...]]] = {}
+    for row in rows:
+        sets.setdefault(row["model"], []).append(tuple(judge(row, prior)[0]))
+    out = {}
+    for model, found in sets.items():
+        common = max(set(found), key=found.count)
+        out[model] = {"seeds": len(found), "same_set": found.count(common), "set": list(common)}
+    return out
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = load_rows(args.evidence)
+    split = zoo_split()
+    calibration_clean = [
+        r for r in rows if split[r["model"]] == "calibration" and r["target"] is None
+    ]
+    excess = [
+        v
+        for r in calibration_clean
+        for v in np.median(np.asarray(r["tests"]["self_excess"]), axis=0)
+    ]
+    prior = fit_prior(
+        excess,
+        n_models=len({r["model"] for r in calibration_clean}),
+        statistic="self-explained excess: log(L1 confident / min L1 white, free)",
+        source="clean calibration models of models/zoo.json split, bench/verdict_zoo.py",
+    )
+    seeds = sorted({r["seed"] for r in rows})
+    halves = {
+        half: {
+            str(seed): detection(
+                [r for r in rows if split[r["model"]] == half and r["seed"] == seed], prior
+            )
+            for seed in seeds
+        }
+        for half in ("calibration", "held-out")
+    }
+    per_run = [
+        {
+            "model": r["model"],
+            "seed": r["seed"],
+            "half": split[r["model"]],
+            "target": r["target"],
+            "flagged": judge(r, prior)[0],
+            "score": round(judge(r, prior)[1], 3),
+            "seconds": r["seconds"],
+        }
+        for r in sorted(rows, key=lambda r: (r["model"], r["seed"]))
+    ]
+    doc = {
+        "prior": prior.to_dict(),
+        "halves": halves,
+        "stability": stability(rows, prior),
+        "runs": per_run,
+    }
+    text = json.dumps(doc, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--models", nargs="*")
+    c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    c.add_argument("--per-class", type=int, default=20)
+    c.add_argument("--epochs", type=float, default=5)
+    c.add_argument("--restarts", type=int, default=3)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("report")
+    r.add_argument("evidence", type=Path, nargs="+")
+    r.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    {"collect": collect, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
