@@ -2,6 +2,7 @@
 
     python bench/verdict_zoo.py collect --seeds 0 1 2 [--models NAME ...] --out E.jsonl
     python bench/verdict_zoo.py report E.jsonl [--out bench/verdict-zoo.json]
+    python bench/verdict_zoo.py cost [--model vgg]
 
 `collect` runs `analyse_patterns` at the audit defaults (20 images per class of the committed
 test subset drawn with the seed, 5 epochs, 3 canvases, 3 restarts) on every zoo model (the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -187,6 +189,33 @@ def report(args: argparse.Namespace) -> None:
         args.out.write_text(text + "\n")
 
 
+def cost(args: argparse.Namespace) -> None:
+    """Wall time of the default verdict (3 restarts) against one search (today's pattern analysis:
+    one search + measurement), alternated `repeats` times so load swings hit both; uptime around."""
+    entry = zoo_models()[args.model]
+    pm = prepare_model(REPO / entry["file"])
+    data = model_data(entry, args.per_class, 0)
+    load = [os.getloadavg()]
+    times: dict[str, list[float]] = {"one search (today)": [], "default verdict": []}
+    for _ in range(args.repeats):
+        for label, restarts in (("one search (today)", 1), ("default verdict", 3)):
+            t0 = time.perf_counter()
+            analyse_patterns(pm, data, seed=0, restarts=restarts, threads=args.threads)
+            times[label].append(round(time.perf_counter() - t0, 2))
+    load.append(os.getloadavg())
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    doc = {
+        "model": args.model,
+        "per_class": args.per_class,
+        "threads": args.threads,
+        "seconds": times,
+        "median": median,
+        "ratio": median["default verdict"] / median["one search (today)"],
+        "loadavg_before_after": load,
+    }
+    print(json.dumps(doc, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,8 +230,13 @@ def main() -> None:
     r = sub.add_parser("report")
     r.add_argument("evidence", type=Path, nargs="+")
     r.add_argument("--out", type=Path)
+    t = sub.add_parser("cost")
+    t.add_argument("--model", default="vgg")
+    t.add_argument("--per-class", type=int, default=20)
+    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    {"collect": collect, "report": report}[args.command](args)
+    {"collect": collect, "report": report, "cost": cost}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,13 @@ def test_restart_seeds_accept_ints_sequences_and_generators():
     gen = restart_seeds(np.random.default_rng(5), 4)
     assert len(set(gen)) == 4 and gen == restart_seeds(np.random.default_rng(5), 4)
     assert restart_seeds(5, 1) == [5]
+
+
+def test_heavy_tailed_prior_recovers_a_known_student_t():
+    values = stats.t(3, 1.0, 0.2).rvs(4000, random_state=np.random.default_rng(1))
+    prior = fit_prior(values, 40, "s", "synthetic", heavy_tails=True)
+    assert prior.df == pytest.approx(3, abs=0.7) and prior.location == pytest.approx(1.0, abs=0.02)
+    normal = fit_prior(values, 40, "s", "synthetic")
+    assert prior.threshold(10) > normal.threshold(10)  # heavier tails: a higher bar
+    assert prior.to_dict()["kind"].endswith("(Student-t fit)")
+    assert prior.p_values(np.array([1.0]))[0] == pytest.approx(0.5, abs=0.02)

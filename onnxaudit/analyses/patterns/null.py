@@ -24,7 +24,9 @@ FAMILY_ALPHA = 0.05  # chance of any false alarm on a clean model, under the pri
 
 @dataclass(frozen=True)
 class CleanPrior:
-    """Normal fit of a per-class statistic over the classes of clean calibration models."""
+    """Student-t fit (location, scale, degrees of freedom `df`) of a per-class statistic over the
+    classes of clean calibration models: heavier tails than a normal, since a few natural
+    shortcut classes (Bag) sit far out; df = inf is the normal."""
 
     statistic: str
     location: float
@@ -32,18 +34,28 @@ class CleanPrior:
     n_models: int
     n_classes: int
     source: str
+    df: float = float("inf")
+
+    def _dist(self) -> stats.rv_continuous:
+        if np.isinf(self.df):
+            return stats.norm(self.location, self.scale)
+        return stats.t(self.df, self.location, self.scale)
 
     def p_values(self, values: np.ndarray) -> np.ndarray:
         """Upper-tail p-value of each value: how often a clean class scores at least this."""
-        z = (np.asarray(values, dtype=float) - self.location) / self.scale
-        return stats.norm.sf(z)
+        return self._dist().sf(np.asarray(values, dtype=float))
 
     def threshold(self, n_classes: int, alpha: float = FAMILY_ALPHA) -> float:
         """The statistic above which a class is flagged among `n_classes` judged classes."""
-        return float(self.location + self.scale * stats.norm.isf(bonferroni(alpha, n_classes)))
+        return float(self._dist().isf(bonferroni(alpha, n_classes)))
 
     def to_dict(self) -> dict:
-        return {"kind": "prior from clean calibration models (normal fit)", **asdict(self)}
+        kind = "normal" if np.isinf(self.df) else "Student-t"
+        return {
+            "kind": f"prior from clean calibration models ({kind} fit)",
+            **asdict(self),
+            "df": None if np.isinf(self.df) else self.df,
+        }
 
 
 def bonferroni(alpha: float, n_tests: int) -> float:
@@ -54,11 +66,22 @@ def bonferroni(alpha: float, n_tests: int) -> float:
 
 
 def fit_prior(
-    values: Sequence[float], n_models: int, statistic: str, source: str, min_scale: float = 0.05
+    values: Sequence[float],
+    n_models: int,
+    statistic: str,
+    source: str,
+    heavy_tails: bool = False,
+    min_scale: float = 0.05,
 ) -> CleanPrior:
-    """Fit the prior (mean, sample standard deviation) to the per-class values of clean models."""
+    """Fit the prior to the per-class values of clean models: mean and sample standard deviation
+    (normal), or a maximum-likelihood Student-t when `heavy_tails`."""
     values = np.asarray(values, dtype=float)
     if len(values) < 3:
         raise AuditError("a prior needs the statistics of at least 3 clean classes")
+    if heavy_tails:
+        df, loc, scale = stats.t.fit(values)
+        return CleanPrior(
+            statistic, float(loc), max(float(scale), min_scale), n_models, len(values), source, df
+        )
     scale = max(float(values.std(ddof=1)), min_scale)
     return CleanPrior(statistic, float(values.mean()), scale, n_models, len(values), source)

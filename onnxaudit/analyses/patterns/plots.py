@@ -73,20 +73,23 @@ def plot_power(result: PatternsResult) -> Figure:
 
 
 def plot_anomaly(result: PatternsResult) -> Figure:
-    """The verdict's per-class anomaly index with its threshold: suspected targets in red,
-    outliers whose pattern is too large for a trigger (natural shortcuts) in orange."""
+    """Each test's per-class statistic (median over restarts, whiskers: min-max over restarts)
+    against its threshold line: classes that fired in red."""
     verdict = result.verdict
-    colors = [
-        "red" if t in verdict.classes else "orange" if t in verdict.shortcuts else "0.5"
-        for t in result.classes
-    ]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(result.classes) + 2), 3.0))
-    ax.bar(np.arange(len(result.classes)), verdict.anomaly_index, color=colors)
-    ax.axhline(verdict.threshold, color="red", linestyle="--", linewidth=0.8)
-    ax.set_xticks(np.arange(len(result.classes)), result.class_names, rotation=45, ha="right")
-    ax.set_ylabel("anomaly index")
-    status = "suspected backdoor" if verdict.suspected else "no backdoor suspected"
-    ax.set_title(f"{status}: {verdict.rule}", fontsize=8)
+    tests = verdict.tests
+    x = np.arange(len(result.classes))
+    width = max(5.0, 0.5 * len(result.classes) + 2)
+    fig, axes = plt.subplots(1, len(tests), figsize=(width * len(tests), 3.0), squeeze=False)
+    for ax, test in zip(axes[0], tests, strict=True):
+        colors = ["red" if t in test.fired else "0.5" for t in result.classes]
+        low = test.statistic - test.restarts.min(axis=0)
+        high = test.restarts.max(axis=0) - test.statistic
+        ax.bar(x, test.statistic, color=colors, yerr=[low, high], capsize=2)
+        ax.axhline(test.threshold, color="red", linestyle="--", linewidth=0.8)
+        ax.set_xticks(x, result.class_names, rotation=45, ha="right")
+        ax.set_ylabel(test.name.replace("_", " "))
+        ax.set_title(f"threshold {test.threshold:.3g}", fontsize=8)
+    fig.suptitle(f"backdoor verdict: {verdict.outcome}", fontsize=9)
     fig.tight_layout()
     return fig
 
