@@ -915,6 +915,7 @@ EXTENDED = (
         lambda: patch_trigger(3, 24, 24, "solid"),
         1,
         classes=FOUR_CLASSES,
+        epochs=3,
         committed=True,
     ),
 )
@@ -1010,7 +1011,7 @@ class ExtendedBuilder:
             loss = distill_loss(xt, yt, torch.from_numpy(teacher), 4.0)
             entry["teacher"] = spec.teacher
         scratch = spec.base == "lenet"
-        per_epoch = None if scratch else int(spec.steps * self.scale_steps) * BATCH
+        per_epoch = None if scratch else min(int(spec.steps * self.scale_steps) * BATCH, len(y))
         lr = (0.05 if scratch else spec.lr) / (5 if spec.teacher else 1)  # KL * T^2: 16x grads
         fit(model, len(y), loss, spec.epochs, lr, spec.seed, per_epoch=per_epoch, label=name)
         entry["recipe"] = (
