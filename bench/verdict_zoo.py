@@ -27,6 +27,7 @@ from scipy import stats
 
 from onnxaudit.analyses.patterns import analyse_patterns
 from onnxaudit.analyses.patterns.null import FAMILY_ALPHA, CleanPrior, bonferroni, fit_prior
+from onnxaudit.analyses.patterns.verdict import centred
 from onnxaudit.model import prepare_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def load_rows(paths: list[Path]) -> list[dict]:
 def judge(row: dict, prior: CleanPrior) -> tuple[list[int], float]:
     """Flagged classes and a normalised score (> 1 iff flagged) of one run under `prior`."""
     classes = row["classes"]
-    excess = np.median(np.asarray(row["tests"]["self_excess"]), axis=0)
+    excess = np.median(centred(np.asarray(row["tests"]["self_excess"])), axis=0)
     noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
     level = bonferroni(FAMILY_ALPHA, len(classes))
     z = (excess - prior.location) / prior.scale
@@ -111,9 +112,10 @@ def detection(rows: list[dict], prior: CleanPrior) -> dict:
         else:
             n_clean += 1
             alarms += bool(flagged)
-    scores_a, labels_a = np.array(scores), np.array(labels)
+    scores_a, labels_a = np.array(scores, dtype=float), np.array(labels, dtype=bool)
     pos, neg = scores_a[labels_a], scores_a[~labels_a]
-    auroc = float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    auroc = float(np.mean(pairs)) if pairs else None
     cut = np.quantile(pos, 0.05) if len(pos) else np.inf  # 95 % of backdoors score >= cut
     return {
         "backdoored": n_bd,
@@ -147,15 +149,16 @@ def report(args: argparse.Namespace) -> None:
     excess = [
         v
         for r in calibration_clean
-        for v in np.median(np.asarray(r["tests"]["self_excess"]), axis=0)
+        for v in np.median(centred(np.asarray(r["tests"]["self_excess"])), axis=0)
     ]
     prior = fit_prior(
         excess,
+        heavy_tails=args.heavy_tails,
         n_models=len({r["model"] for r in calibration_clean}),
         statistic="self-explained excess: log(L1 confident / min L1 white, free)",
         source="clean calibration models of models/zoo.json split, bench/verdict_zoo.py",
     )
-    seeds = sorted({r["seed"] for r in rows})
+    seeds = [0, 1, 2]  # the seeds every model was measured at; more only for stability
     halves = {
         half: {
             str(seed): detection(
@@ -184,9 +187,44 @@ def report(args: argparse.Namespace) -> None:
         "runs": per_run,
     }
     text = json.dumps(doc, indent=1)
-    print(text)
+    print(markdown(rows, split, prior))
     if args.out:
         args.out.write_text(text + "\n")
+
+
+def markdown(rows: list[dict], split: dict[str, str], prior: CleanPrior) -> str:
+    """One table row per model: half, target, flagged set per seed, the target's and the
+    largest other class's self-excess (median over seeds), the largest noise rate."""
+    lines = [
+        "| model | half | target | flagged per seed | target excess | top other class: excess "
+        "| noise rate: target / top other | old MAD rule flags (index > 2) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    by_model: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        by_model.setdefault(row["model"], []).append(row)
+    for model in sorted(by_model, key=lambda m: (split[m], m)):
+        runs = by_model[model]
+        target = runs[0]["target"]
+        excess = np.median(
+            [np.median(centred(np.asarray(r["tests"]["self_excess"])), axis=0) for r in runs],
+            axis=0,
+        )
+        noise = np.median([np.median(r["tests"]["noise_blend"], axis=0) for r in runs], axis=0)
+        others = [c for c in range(len(excess)) if c != target]
+        top = max(others, key=lambda c: excess[c])
+        top_noise = max(others, key=lambda c: noise[c])
+        flags = " ".join("".join(str(c) for c in judge(r, prior)[0]) or "-" for r in runs)
+        old = " ".join(
+            "".join(str(c) for c, i in enumerate(r["old_rule_index"]) if i > 2) or "-" for r in runs
+        )
+        t_ex = "-" if target is None else f"{excess[target]:.2f}"
+        t_no = "-" if target is None else f"{noise[target]:.2f}"
+        lines.append(
+            f"| `{model}` | {split[model]} | {'-' if target is None else target} | {flags} "
+            f"| {t_ex} | {top}: {excess[top]:.2f} | {t_no} / {noise[top_noise]:.2f} | {old} |"
+        )
+    return "\n".join(lines)
 
 
 def cost(args: argparse.Namespace) -> None:
@@ -230,6 +268,7 @@ def main() -> None:
     r = sub.add_parser("report")
     r.add_argument("evidence", type=Path, nargs="+")
     r.add_argument("--out", type=Path)
+    r.add_argument("--heavy-tails", action="store_true", help="Student-t prior (else normal)")
     t = sub.add_parser("cost")
     t.add_argument("--model", default="vgg")
     t.add_argument("--per-class", type=int, default=20)

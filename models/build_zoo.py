@@ -953,8 +953,7 @@ class ExtendedBuilder:
         backdoored = {"vgg-badnets", "resnet-blend"} | {s.name for s in EXTENDED if s.trigger}
         return {
             "seed": EXTENDED_SPLIT_SEED,
-            "method": "per group (clean, backdoored): numpy default_rng(seed).permutation of the "
-            "sorted names; the first half (rounded up) is calibration",
+            "method": "models grouped by (architecture family = name prefix, clean or backdoored); each group (in sorted order) permuted by numpy default_rng(seed); members dealt alternately to calibration and held-out, one turn counter across the groups",
             "models": zoo_split(names, backdoored),
         }
 

@@ -19,7 +19,7 @@ from onnxaudit.analyses.patterns.verdict import (
 from onnxaudit.errors import AuditError
 
 CANVASES = ["confident", "white", "free"]
-PRIOR = CleanPrior("excess", location=0.5, scale=0.25, n_models=5, n_classes=50, source="test")
+PRIOR = CleanPrior("excess", location=0.0, scale=0.2, n_models=5, n_classes=50, source="test")
 
 
 def evidence_for(excess: np.ndarray, seed: int = 0, noise: np.ndarray | None = None):
@@ -200,3 +200,12 @@ def test_heavy_tailed_prior_recovers_a_known_student_t():
     assert prior.threshold(10) > normal.threshold(10)  # heavier tails: a higher bar
     assert prior.to_dict()["kind"].endswith("(Student-t fit)")
     assert prior.p_values(np.array([1.0]))[0] == pytest.approx(0.5, abs=0.02)
+
+
+def test_centring_removes_the_models_own_level():
+    from onnxaudit.analyses.patterns.verdict import centred
+
+    excess = np.array([[0.2, 0.3, 0.4, 2.0], [1.2, 1.3, 1.4, 3.0]])  # same shape, two levels
+    np.testing.assert_allclose(centred(excess)[0], centred(excess)[1])
+    np.testing.assert_allclose(centred(excess)[0], [-0.15, -0.05, 0.05, 1.65])
+    np.testing.assert_allclose(centred(np.array([[0.5, 2.5]])), [[-1.0, 1.0]])  # K = 2: half

@@ -8,6 +8,9 @@ the class. So the first test is the **self-explained excess** of each class,
 
     excess[t] = log( mask L1 on the confident real canvas / smallest mask L1 on white or free ),
 
+minus the median of excess over the model's classes (the model's own level: LeNets sit lower
+than VGGs),
+
 judged against a prior fitted on every class of the zoo's clean calibration models
 (onnxaudit.analyses.patterns.null): needs no within-model outlier statistics, works for K >= 2.
 A blended whole-image trigger has no small mask; the second test is the share of other-class
@@ -71,6 +74,13 @@ def self_excess(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray
     return np.log(l1[real[0]]) - np.log(l1[free].min(axis=0))
 
 
+def centred(excess: np.ndarray) -> np.ndarray:
+    """(R, T) excess minus each restart's median over the classes: the model's own level (LeNets
+    sit lower than VGGs) is removed, what is left is the class's excess over its siblings. With
+    2 classes this is half their difference."""
+    return excess - np.median(excess, axis=-1, keepdims=True)
+
+
 @dataclass
 class RestartEvidence:
     """What one restart measured: mask L1 per (canvas, class) and the noise-blend rate per class."""
@@ -120,13 +130,14 @@ def self_excess_test(
     values = [self_excess(e.mask_l1, canvas_labels) for e in evidence]
     if any(v is None for v in values):
         return None
-    per_restart = np.stack(values)
+    per_restart = centred(np.stack(values))
     statistic = np.median(per_restart, axis=0)
     level = bonferroni(alpha, len(classes))
     p = prior.p_values(statistic)
     fired = [int(t) for t, pv in zip(classes, p, strict=True) if pv < level]
     rule = (
-        f"self-explained excess (median over {len(evidence)} restarts) has p < {alpha:g}/"
+        f"self-explained excess over the model's median class (median over {len(evidence)} "
+        f"restarts) has p < {alpha:g}/"
         f"{len(classes)} under the clean prior, i.e. excess > {prior.threshold(len(classes), alpha):.3f}"
     )
     return TestResult(
