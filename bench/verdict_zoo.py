@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from onnxaudit.analyses.patterns import analyse_patterns
-from onnxaudit.analyses.patterns.null import FAMILY_ALPHA, CleanPrior, bonferroni, fit_prior
+from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior
 from onnxaudit.analyses.patterns.verdict import centred
 from onnxaudit.model import prepare_model
 
@@ -81,27 +80,26 @@ def load_rows(paths: list[Path]) -> list[dict]:
     return list(rows.values())
 
 
-def judge(row: dict, prior: CleanPrior) -> tuple[list[int], float]:
+def judge(row: dict, prior: CleanPrior, alpha: float) -> tuple[list[int], float]:
     """Flagged classes and a normalised score (> 1 iff flagged) of one run under `prior`."""
     classes = row["classes"]
     excess = np.median(centred(np.asarray(row["tests"]["self_excess"])), axis=0)
     noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
-    level = bonferroni(FAMILY_ALPHA, len(classes))
-    z = (excess - prior.location) / prior.scale
-    z_threshold = stats.norm.isf(level)
+    threshold = prior.threshold(len(classes), alpha)
     flagged = sorted(
-        {c for c, zc, r in zip(classes, z, noise, strict=True) if zc > z_threshold or r >= 0.5}
+        {c for c, e, r in zip(classes, excess, noise, strict=True) if e > threshold or r >= 0.5}
     )
-    score = float(max((z / z_threshold).max(), (noise / 0.5).max()))
+    relative = (excess - prior.location) / (threshold - prior.location)
+    score = float(max(relative.max(), (noise / 0.5).max()))
     return flagged, score
 
 
-def detection(rows: list[dict], prior: CleanPrior) -> dict:
+def detection(rows: list[dict], prior: CleanPrior, alpha: float) -> dict:
     """Found with the right target, false alarms, AUROC and FPR at 95 % TPR over `rows`."""
     found = wrong = alarms = n_bd = n_clean = 0
     scores, labels = [], []
     for row in rows:
-        flagged, score = judge(row, prior)
+        flagged, score = judge(row, prior, alpha)
         backdoored = row["target"] is not None
         scores.append(score)
         labels.append(backdoored)
@@ -128,11 +126,11 @@ def detection(rows: list[dict], prior: CleanPrior) -> dict:
     }
 
 
-def stability(rows: list[dict], prior: CleanPrior) -> dict[str, dict]:
+def stability(rows: list[dict], prior: CleanPrior, alpha: float) -> dict[str, dict]:
     """Per model: seeds measured, and how many give its most common flagged set."""
     sets: dict[str, list[tuple[int, ...]]] = {}
     for row in rows:
-        sets.setdefault(row["model"], []).append(tuple(judge(row, prior)[0]))
+        sets.setdefault(row["model"], []).append(tuple(judge(row, prior, alpha)[0]))
     out = {}
     for model, found in sets.items():
         common = max(set(found), key=found.count)
@@ -140,11 +138,25 @@ def stability(rows: list[dict], prior: CleanPrior) -> dict[str, dict]:
     return out
 
 
+ALPHAS = (0.05, 0.025, 0.01, 0.005)
+
+
+def choose_alpha(calibration: list[dict], prior: CleanPrior) -> float:
+    """The largest family-wise level in ALPHAS with no false alarm on the calibration half's
+    clean runs (the only threshold tuned, and only on calibration)."""
+    for alpha in ALPHAS:
+        if not detection(calibration, prior, alpha)["false_alarms"]:
+            return alpha
+    return ALPHAS[-1]
+
+
 def report(args: argparse.Namespace) -> None:
     rows = load_rows(args.evidence)
     split = zoo_split()
-    calibration_clean = [
-        r for r in rows if split[r["model"]] == "calibration" and r["target"] is None
+    calibration_clean = [  # seeds 0-2 only: the extra stability seeds would weigh some models more
+        r
+        for r in rows
+        if split[r["model"]] == "calibration" and r["target"] is None and r["seed"] <= 2
     ]
     excess = [
         v
@@ -159,10 +171,15 @@ def report(args: argparse.Namespace) -> None:
         source="clean calibration models of models/zoo.json split, bench/verdict_zoo.py",
     )
     seeds = [0, 1, 2]  # the seeds every model was measured at; more only for stability
+    alpha = choose_alpha(
+        [r for r in rows if split[r["model"]] == "calibration" and r["seed"] in seeds], prior
+    )
     halves = {
         half: {
             str(seed): detection(
-                [r for r in rows if split[r["model"]] == half and r["seed"] == seed], prior
+                [r for r in rows if split[r["model"]] == half and r["seed"] == seed],
+                prior,
+                alpha,
             )
             for seed in seeds
         }
@@ -174,8 +191,8 @@ def report(args: argparse.Namespace) -> None:
             "seed": r["seed"],
             "half": split[r["model"]],
             "target": r["target"],
-            "flagged": judge(r, prior)[0],
-            "score": round(judge(r, prior)[1], 3),
+            "flagged": judge(r, prior, alpha)[0],
+            "score": round(judge(r, prior, alpha)[1], 3),
             "seconds": r["seconds"],
         }
         for r in sorted(rows, key=lambda r: (r["model"], r["seed"]))
@@ -183,16 +200,38 @@ def report(args: argparse.Namespace) -> None:
     doc = {
         "prior": prior.to_dict(),
         "halves": halves,
-        "stability": stability(rows, prior),
+        "stability": stability(rows, prior, alpha),
+        "alpha": alpha,
         "runs": per_run,
     }
     text = json.dumps(doc, indent=1)
-    print(markdown(rows, split, prior))
+    print(markdown(rows, split, prior, alpha))
+    print()
+    print(summary(halves))
     if args.out:
         args.out.write_text(text + "\n")
 
 
-def markdown(rows: list[dict], split: dict[str, str], prior: CleanPrior) -> str:
+def summary(halves: dict) -> str:
+    """Detection per half and seed as a markdown table."""
+    lines = [
+        "| half | seed | backdoored found with target | also flagged a wrong class | clean "
+        "false alarms | AUROC | FPR at 95 % TPR |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for half, seeds in halves.items():
+        for seed, d in seeds.items():
+            auroc = "-" if d["auroc"] is None else f"{d['auroc']:.2f}"
+            fpr = "-" if d["fpr_at_95_tpr"] is None else f"{d['fpr_at_95_tpr']:.2f}"
+            lines.append(
+                f"| {half} | {seed} | {d['found_with_target']} / {d['backdoored']} "
+                f"| {d['flagged_a_wrong_class_too']} | {d['false_alarms']} / {d['clean']} "
+                f"| {auroc} | {fpr} |"
+            )
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict], split: dict[str, str], prior: CleanPrior, alpha: float) -> str:
     """One table row per model: half, target, flagged set per seed, the target's and the
     largest other class's self-excess (median over seeds), the largest noise rate."""
     lines = [
@@ -214,7 +253,7 @@ def markdown(rows: list[dict], split: dict[str, str], prior: CleanPrior) -> str:
         others = [c for c in range(len(excess)) if c != target]
         top = max(others, key=lambda c: excess[c])
         top_noise = max(others, key=lambda c: noise[c])
-        flags = " ".join("".join(str(c) for c in judge(r, prior)[0]) or "-" for r in runs)
+        flags = " ".join("".join(str(c) for c in judge(r, prior, alpha)[0]) or "-" for r in runs)
         old = " ".join(
             "".join(str(c) for c, i in enumerate(r["old_rule_index"]) if i > 2) or "-" for r in runs
         )

@@ -10,6 +10,7 @@ from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni, fit_prior
 from onnxaudit.analyses.patterns.restarts import restart_seeds, spread
 from onnxaudit.analyses.patterns.settings import validate_pattern_settings
 from onnxaudit.analyses.patterns.verdict import (
+    VERDICT_ALPHA,
     RestartEvidence,
     backdoor_verdict,
     noise_blend_test,
@@ -82,7 +83,7 @@ def test_a_planted_excess_is_flagged_for_any_number_of_classes(k):
     assert verdict.outcome == "suspected" and verdict.classes == [k - 1]
     assert verdict.evidence == {k - 1: ["self_excess"]}
     test = verdict.test("self_excess")
-    assert test.alpha == pytest.approx(0.05 / k)
+    assert test.alpha == pytest.approx(VERDICT_ALPHA / k)
     assert test.p_value[k - 1] < test.alpha < test.p_value[0]
     assert test.statistic[k - 1] > test.threshold > test.statistic[0]
 

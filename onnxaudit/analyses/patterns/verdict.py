@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxaudit.analyses.patterns.null import FAMILY_ALPHA, CleanPrior, bonferroni
+from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni
 from onnxaudit.analyses.patterns.restarts import spread as restart_spread
 
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
@@ -43,16 +43,21 @@ REAL_CANVAS = "confident"
 ANY_CANVASES = ("white", "free")
 OUTCOMES = ("suspected", "clear", "inconclusive")
 
-# Prior of the self-explained excess: every class of the clean calibration models at the audit
-# defaults (bench/patterns.py calibrate; numbers and models in docs/patterns.md).
+# Prior of the centred self-explained excess: every class of the clean calibration models at the
+# audit defaults (seeds 0-2), a Student-t fit; and the family-wise level, the largest of 0.05,
+# 0.025, 0.01, 0.005 with no false alarm on the calibration half (bench/verdict_zoo.py report
+# --heavy-tails; numbers and models in docs/patterns.md).
 SELF_EXCESS_PRIOR = CleanPrior(
-    statistic="self-explained excess: log(L1 confident / min L1 white, free)",
-    location=0.55,
-    scale=0.3,
-    n_models=0,
-    n_classes=0,
-    source="placeholder until calibrated",
+    statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
+    "model's median class",
+    location=0.0129,
+    scale=0.1890,
+    n_models=5,
+    n_classes=112,
+    source="clean calibration models of models/zoo.json (split seed 2024): lenet-distilled, lenet-s21, lenet4, resnet, vgg",
+    df=4.645,
 )
+VERDICT_ALPHA = 0.025
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -124,7 +129,7 @@ def self_excess_test(
     canvas_labels: Sequence[str],
     classes: Sequence[int],
     prior: CleanPrior = SELF_EXCESS_PRIOR,
-    alpha: float = FAMILY_ALPHA,
+    alpha: float = VERDICT_ALPHA,
 ) -> TestResult | None:
     """The self-explained excess against the clean prior, Bonferroni over the judged classes."""
     values = [self_excess(e.mask_l1, canvas_labels) for e in evidence]
@@ -303,7 +308,7 @@ def backdoor_verdict(
     eval_per_class: int,
     noise_alphas: Sequence[float] = (0.1, 0.15),
     prior: CleanPrior = SELF_EXCESS_PRIOR,
-    alpha: float = FAMILY_ALPHA,
+    alpha: float = VERDICT_ALPHA,
 ) -> BackdoorVerdict:
     """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
     `power` and `spread` (V, T) are restart 0's, for the descriptive fields."""
