@@ -939,6 +939,29 @@ def zoo_split(
     return split
 
 
+def recipe(
+    spec: Extended, trigger: Trigger | WarpTrigger | None, lr: float, per_epoch: int | None
+) -> str:
+    """How an extended model was trained, in words (zoo.json `recipe`)."""
+    start = (
+        "trained from scratch"
+        if spec.base == "lenet"
+        else f"fine-tuned from {spec.base} (weights read from its ONNX file, BN folded)"
+    )
+    distil = f", distilled from {spec.teacher} (KL T=4 * T^2 + CE)" if spec.teacher else ""
+    data = ", clean data"
+    if trigger is not None:
+        data = (
+            f", 10 % of the training images (non-target) stamped with {trigger.kind} and "
+            f"relabelled to {spec.target}"
+        )
+    schedule = (
+        f"; SGD nesterov m0.9 wd5e-4, one-cycle lr max {lr:g}, batch {BATCH}, "
+        f"{spec.epochs} epoch(s)" + ("" if per_epoch is None else f" of {per_epoch} images")
+    )
+    return start + distil + data + schedule
+
+
 class ExtendedBuilder:
     """Builds EXTENDED models with the data of a Zoo; records them under zoo.json ``extended``."""
 
@@ -1013,21 +1036,7 @@ class ExtendedBuilder:
         per_epoch = None if scratch else min(int(spec.steps * self.scale_steps) * BATCH, len(y))
         lr = (0.05 if scratch else spec.lr) / (5 if spec.teacher else 1)  # KL * T^2: 16x grads
         fit(model, len(y), loss, spec.epochs, lr, spec.seed, per_epoch=per_epoch, label=name)
-        entry["recipe"] = (
-            (
-                "trained from scratch"
-                if scratch
-                else f"fine-tuned from {spec.base} (weights read from its ONNX file, BN folded)"
-            )
-            + (f", distilled from {spec.teacher} (KL T=4 * T^2 + CE)" if spec.teacher else "")
-            + (
-                f", 10 % of the training images (non-target) stamped with {trigger.kind} and relabelled to {spec.target}"
-                if trigger
-                else ", clean data"
-            )
-            + f"; SGD nesterov m0.9 wd5e-4, one-cycle lr max {lr:g}, batch {BATCH}, {spec.epochs} epoch(s)"
-            + ("" if per_epoch is None else f" of {per_epoch} images")
-        )
+        entry["recipe"] = recipe(spec, trigger, lr, per_epoch)
         entry["architecture"] = (
             LENET_DESC
             if spec.base.startswith("lenet")

@@ -225,6 +225,12 @@ def analyse_patterns(
     )
 
 
+def fewest_per_class(y: np.ndarray, classes: Sequence[int]) -> int:
+    """The smallest number of images of any of `classes` in labels y."""
+    counts = np.bincount(y, minlength=max(classes) + 1)
+    return int(counts[list(classes)].min())
+
+
 def restart_evidence(
     search: ClassPatternSearch,
     predict: Callable[[np.ndarray], np.ndarray],
@@ -305,7 +311,7 @@ def measure(
         num_classes,
         power,
         spread,
-        eval_per_class=int(min(np.sum(y_eval == t) for t in classes)),
+        eval_per_class=fewest_per_class(y_eval, classes),
     )
     return PatternsResult(
         classes=classes,

@@ -22,6 +22,13 @@ def validate_pattern_settings(
     zero epochs, k = 0, no restarts, an unknown canvas, fewer than 2 classes, or a per-class
     image count that leaves no search or held-out image. `per_class` and `num_classes` are
     checked when known (the lead's CLI knows them before loading anything heavy)."""
+    _check_search(epochs, k, restarts, batch_per_class, search_fraction)
+    _check_data(canvas, search_fraction, per_class, num_classes)
+
+
+def _check_search(
+    epochs: float, k: float, restarts: int, batch_per_class: int, search_fraction: float
+) -> None:
     if not epochs > 0:
         raise AuditError(f"--pattern-epochs must be > 0 (got {epochs:g}): no search, no verdict")
     if not k > 0 or (k >= 1 and k != int(k)):
@@ -32,6 +39,14 @@ def validate_pattern_settings(
         raise AuditError(f"batch_per_class must be at least 1 (got {batch_per_class})")
     if not 0 < search_fraction:
         raise AuditError(f"search_fraction must be > 0 (got {search_fraction:g})")
+
+
+def _check_data(
+    canvas: str | Sequence[str],
+    search_fraction: float,
+    per_class: int | None,
+    num_classes: int | None,
+) -> None:
     kinds = [canvas] if isinstance(canvas, str) else list(canvas)
     unknown = [c for c in kinds if c not in CANVAS_KINDS]
     if unknown or not kinds:
