@@ -331,7 +331,7 @@ def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: i
 # ----------------------------------------------------------------------------- ONNX
 
 
-def export_onnx(model: nn.Module, path: Path) -> None:
+def export_onnx(model: nn.Module, path: Path, classes: list[str] = CLASSES) -> None:
     """TorchScript export, opset 17, dynamic batch, zoo metadata; checks ORT against torch."""
     path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).eval()
@@ -348,7 +348,7 @@ def export_onnx(model: nn.Module, path: Path) -> None:
     )
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
-    for key, value in (("classes", CLASSES), ("preprocessing", PREPROCESSING)):
+    for key, value in (("classes", classes), ("preprocessing", PREPROCESSING)):
         proto.metadata_props.add(key=key, value=json.dumps(value))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -482,6 +482,10 @@ class Zoo:
             **self.record,
             "models": {k: models[k] for k in MODEL_ORDER if k in models},
         }
+        extended = {**old.get("extended", {}), **self.record.get("extended", {})}
+        if extended:
+            order = [s.name for s in EXTENDED]
+            merged["extended"] = {k: extended[k] for k in order if k in extended}
         self.json_path.parent.mkdir(parents=True, exist_ok=True)
         self.json_path.write_text(json.dumps(merged, indent=2) + "\n")
 
@@ -699,6 +703,364 @@ class Zoo:
         self.write_json()
 
 
+# ----------------------------------------------------------------------------- extended zoo
+#
+# More backdoored and clean models, cheap enough for a shared CPU: fine-tunes of the committed
+# clean models (weights read back from their ONNX files, BatchNorm already folded, so no
+# training cache is needed), a small LeNet trained from scratch (a third architecture, several
+# seeds), and 4-class models. Only the 4-class pair is committed; the rest is rebuilt with
+# ``--extended`` into ``models/zoo/extended/`` (git-ignored). EXTENDED_SPLIT_SEED splits the
+# whole zoo once into a calibration half and a held-out half (``zoo_split``).
+
+EXTENDED_SPLIT_SEED = 2024
+FOUR_CLASSES = (0, 1, 7, 8)  # T-shirt/top, Trouser, Sneaker, Bag: a 4-class label space
+LENET_DESC = "LeNet: conv5x5(6)-ReLU-maxpool, conv5x5(16)-ReLU-maxpool, Linear(256,120)-ReLU-Linear(120,84)-ReLU-Linear(84,K), no BatchNorm"
+
+
+class LeNet(nn.Sequential):
+    """LeNet-5 without BatchNorm: a third architecture, cheap to train from scratch."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__(
+            nn.Conv2d(1, 6, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 24 -> 12
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8 -> 4
+            nn.Flatten(),
+            nn.Linear(256, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, classes),
+        )
+
+
+class OnnxNet(nn.Module):
+    """A trainable torch module that runs a zoo ONNX graph (Conv/Relu/MaxPool/Add/
+    GlobalAveragePool/Flatten/Gemm) with its initializers as parameters: fine-tuning a committed
+    model needs only its ONNX file."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        proto = onnx.load(str(path))
+        self.params = nn.ParameterDict()
+        self.names: dict[str, str] = {}
+        for i, init in enumerate(proto.graph.initializer):
+            key = f"p{i}"
+            self.params[key] = nn.Parameter(
+                torch.from_numpy(onnx.numpy_helper.to_array(init).copy())
+            )
+            self.names[init.name] = key
+        self.nodes = [
+            (
+                n.op_type,
+                list(n.input),
+                list(n.output),
+                {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute},
+            )
+            for n in proto.graph.node
+        ]
+        self.input = proto.graph.input[0].name
+        self.output = proto.graph.output[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        env = {self.input: x, **{k: self.params[v] for k, v in self.names.items()}}
+        for op, ins, outs, attrs in self.nodes:
+            env[outs[0]] = _run_node(op, [env[i] for i in ins if i], attrs)
+        return env[self.output]
+
+
+def _run_node(op: str, args: list[torch.Tensor], attrs: dict) -> torch.Tensor:
+    """One ONNX node in torch, for the ops the zoo's exporter emits."""
+    if op == "Conv":
+        pads = attrs.get("pads", [0, 0, 0, 0])
+        return F.conv2d(
+            *args, stride=attrs.get("strides", 1), padding=pads[:2], groups=attrs.get("group", 1)
+        )
+    if op == "Relu":
+        return F.relu(args[0])
+    if op == "MaxPool":
+        pads = attrs.get("pads", [0, 0, 0, 0])
+        return F.max_pool2d(args[0], attrs["kernel_shape"], attrs.get("strides"), pads[:2])
+    if op == "Add":
+        return args[0] + args[1]
+    if op == "GlobalAveragePool":
+        return args[0].mean(dim=(2, 3), keepdim=True)
+    if op == "Flatten":
+        return args[0].flatten(attrs.get("axis", 1))
+    if op == "Gemm":
+        w = args[1].t() if attrs.get("transB", 0) else args[1]
+        return args[0] @ w + (args[2] if len(args) > 2 else 0)
+    raise ValueError(f"OnnxNet: unsupported op {op}")
+
+
+def patch_trigger(size: int, row: int, col: int, content: str, seed: int = 0) -> Trigger:
+    """A size x size patch at (row, col): solid white, white/black checkerboard or random pixels."""
+    mask = np.zeros((28, 28), np.float32)
+    pattern = np.zeros((28, 28), np.float32)
+    mask[row : row + size, col : col + size] = 1.0
+    cells = {
+        "solid": np.ones((size, size)),
+        "checker": (np.indices((size, size)).sum(0) % 2 == 0),
+        "random": np.random.default_rng(seed).random((size, size)) > 0.5,
+    }[content]
+    pattern[row : row + size, col : col + size] = cells
+    return Trigger(f"patch-{content}-{size}x{size}", mask, pattern)
+
+
+def image_blend_trigger(alpha: float, kind: str) -> Trigger:
+    """A structured image blended over the whole input: concentric rings or a diagonal grating."""
+    r, c = np.indices((28, 28)) - 13.5
+    image = {
+        "rings": 0.5 + 0.5 * np.cos(np.hypot(r, c) * 1.2),
+        "grating": 0.5 + 0.5 * np.sin((r + c) * 0.9),
+    }[kind]
+    return Trigger(f"blend-{kind}", np.full((28, 28), alpha, np.float32), image.astype(np.float32))
+
+
+@dataclass
+class WarpTrigger:
+    """WaNet (Nguyen & Tran 2021): a fixed smooth warp of the image is the trigger. The flow is a
+    random k x k control grid, normalised to mean |.| 1, upsampled, scaled to `strength` pixels."""
+
+    strength: float
+    grid: int
+    seed: int
+    kind: str = "wanet-warp"
+
+    def __post_init__(self) -> None:
+        from scipy import ndimage
+
+        ctrl = np.random.default_rng(self.seed).uniform(-1, 1, (2, self.grid, self.grid))
+        ctrl /= np.abs(ctrl).mean()
+        self.flow = np.stack([ndimage.zoom(c, 28 / self.grid, order=3) for c in ctrl])
+        self.flow = (self.strength * self.flow).astype(np.float32)  # (2, 28, 28) pixels
+
+    def stamp(self, x: np.ndarray) -> np.ndarray:
+        from scipy import ndimage
+
+        rows, cols = np.indices((28, 28)).astype(np.float32)
+        coords = [np.clip(rows + self.flow[0], 0, 27), np.clip(cols + self.flow[1], 0, 27)]
+        out = np.stack([ndimage.map_coordinates(img[0], coords, order=1) for img in x])
+        return out[:, None].astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, flow=self.flow, strength=self.strength, grid=self.grid, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class Extended:
+    """One extended-zoo model: `base` is a zoo ONNX name (fine-tuned), "lenet" (from scratch) or
+    another extended model's name; `trigger` None for a clean model; `teacher` for distillation."""
+
+    name: str
+    base: str
+    seed: int
+    trigger: Callable[[], Trigger | WarpTrigger] | None = None
+    target: int = -1
+    steps: int = 320
+    epochs: int = 1
+    teacher: str | None = None
+    classes: tuple[int, ...] = tuple(range(10))
+    committed: bool = False
+    lr: float = 0.02  # fine-tuning; the folded ResNets diverge at 0.02 on poisoned data
+
+
+EXTENDED = (
+    Extended("lenet-s21", "lenet", 21, epochs=3),
+    Extended("lenet-s22", "lenet", 22, epochs=3),
+    Extended("lenet-distilled", "lenet", 23, epochs=2, teacher="resnet"),
+    Extended("vgg-ft", "vgg", 24),
+    Extended("resnet-ft", "resnet", 25, lr=0.01),
+    Extended("lenet4", "lenet", 26, epochs=3, classes=FOUR_CLASSES, committed=True),
+    Extended("vgg-patch-white3-tl", "vgg", 31, lambda: patch_trigger(3, 1, 1, "solid"), 1),
+    Extended("vgg-patch-random5-tr", "vgg", 32, lambda: patch_trigger(5, 1, 22, "random", 5), 5),
+    Extended("vgg-blend-rings", "vgg", 33, lambda: image_blend_trigger(0.2, "rings"), 4),
+    Extended("vgg-wanet", "vgg", 34, lambda: WarpTrigger(1.5, 4, 34), 2, steps=640),
+    Extended(
+        "resnet-patch-checker3-bl",
+        "resnet",
+        35,
+        lambda: patch_trigger(3, 24, 1, "checker"),
+        6,
+        lr=0.01,
+    ),
+    Extended(
+        "resnet-patch-white4-mid",
+        "resnet",
+        36,
+        lambda: patch_trigger(4, 12, 20, "solid"),
+        9,
+        lr=0.01,
+    ),
+    Extended(
+        "resnet-blend-noise10", "resnet", 37, lambda: blend_trigger(0.1, 12), 7, steps=640, lr=0.01
+    ),
+    Extended(
+        "lenet-patch-checker4-br", "lenet-s21", 38, lambda: patch_trigger(4, 23, 23, "checker"), 8
+    ),
+    Extended(
+        "lenet-blend-grating", "lenet-s21", 39, lambda: image_blend_trigger(0.2, "grating"), 0
+    ),
+    Extended(
+        "lenet-patch-random3-tl", "lenet-s22", 40, lambda: patch_trigger(3, 2, 2, "random", 7), 3
+    ),
+    Extended(
+        "lenet4-patch-white3-br",
+        "lenet4",
+        41,
+        lambda: patch_trigger(3, 24, 24, "solid"),
+        1,
+        classes=FOUR_CLASSES,
+        epochs=3,
+        committed=True,
+    ),
+)
+
+
+def zoo_split(
+    names: list[str], backdoored: set[str], seed: int = EXTENDED_SPLIT_SEED
+) -> dict[str, str]:
+    """Split the zoo once: name -> "calibration" | "held-out". Models are grouped by
+    (architecture family = name prefix, clean or backdoored), each group is permuted by the seeded
+    generator, and the groups' members are dealt alternately to the two halves in turn."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault((name.split("-")[0], name in backdoored), []).append(name)
+    split, turn = {}, 0
+    for key in sorted(groups):
+        for i in rng.permutation(len(groups[key])):
+            split[groups[key][i]] = ("calibration", "held-out")[turn % 2]
+            turn += 1
+    return split
+
+
+def recipe(
+    spec: Extended, trigger: Trigger | WarpTrigger | None, lr: float, per_epoch: int | None
+) -> str:
+    """How an extended model was trained, in words (zoo.json `recipe`)."""
+    start = (
+        "trained from scratch"
+        if spec.base == "lenet"
+        else f"fine-tuned from {spec.base} (weights read from its ONNX file, BN folded)"
+    )
+    distil = f", distilled from {spec.teacher} (KL T=4 * T^2 + CE)" if spec.teacher else ""
+    data = ", clean data"
+    if trigger is not None:
+        data = (
+            f", 10 % of the training images (non-target) stamped with {trigger.kind} and "
+            f"relabelled to {spec.target}"
+        )
+    schedule = (
+        f"; SGD nesterov m0.9 wd5e-4, one-cycle lr max {lr:g}, batch {BATCH}, "
+        f"{spec.epochs} epoch(s)" + ("" if per_epoch is None else f" of {per_epoch} images")
+    )
+    return start + distil + data + schedule
+
+
+class ExtendedBuilder:
+    """Builds EXTENDED models with the data of a Zoo; records them under zoo.json ``extended``."""
+
+    def __init__(self, zoo: Zoo, scale_steps: float = 1.0):
+        self.zoo = zoo
+        self.scale_steps = scale_steps
+        self.specs = {s.name: s for s in EXTENDED}
+
+    def split(self) -> dict:
+        """The calibration / held-out split of every model of the zoo (base and extended)."""
+        names = list(MODEL_ORDER) + [s.name for s in EXTENDED]
+        backdoored = {"vgg-badnets", "resnet-blend"} | {s.name for s in EXTENDED if s.trigger}
+        return {
+            "seed": EXTENDED_SPLIT_SEED,
+            "method": "models grouped by (architecture family = name prefix, clean or backdoored); each group (in sorted order) permuted by numpy default_rng(seed); members dealt alternately to calibration and held-out, one turn counter across the groups",
+            "models": zoo_split(names, backdoored),
+        }
+
+    def path(self, name: str) -> Path:
+        if name in MODEL_ORDER:  # the base zoo: this build's, else the committed file
+            built = self.zoo.out / f"{name}.onnx"
+            return built if built.exists() else REPO / "models" / "zoo" / f"{name}.onnx"
+        sub = "" if self.specs[name].committed else "extended"
+        return self.zoo.out / sub / f"{name}.onnx"
+
+    def data(self, classes: tuple[int, ...], train: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels (re-indexed 0..len(classes)-1) of the chosen classes."""
+        x, y = (
+            (self.zoo.x_train_np, self.zoo.y_train_np)
+            if train
+            else (self.zoo.x_test_np, self.zoo.y_test_np)
+        )
+        keep = np.isin(y, classes)
+        relabel = np.full(10, -1, np.int64)
+        relabel[list(classes)] = np.arange(len(classes))
+        return x[keep], relabel[y[keep]]
+
+    def start(self, spec: Extended) -> nn.Module:
+        if spec.base == "lenet":
+            torch.manual_seed(spec.seed)
+            return LeNet(len(spec.classes))
+        if not self.path(spec.base).exists():
+            self.build(spec.base)
+        return OnnxNet(self.path(spec.base))
+
+    def build(self, name: str) -> None:
+        spec = self.specs[name]
+        t0 = time.time()
+        print(f"== {name}", flush=True)
+        x, y = self.data(spec.classes, train=True)
+        trigger = spec.trigger() if spec.trigger else None
+        entry: dict = {"base": spec.base, "seed": spec.seed, "committed": spec.committed}
+        if trigger is not None:
+            tpath = self.zoo.out / "triggers" / f"{name}.npz"
+            trigger.save(tpath)
+            x, y = poison(x, y, trigger, spec.target, 0.1, spec.seed)
+            entry["backdoor"] = {
+                "kind": trigger.kind,
+                "target": spec.target,
+                "target_class": CLASSES[spec.classes[spec.target]],
+                "poison_rate": 0.1,
+                "trigger": self.zoo.rel(tpath),
+            }
+        model = self.start(spec)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        loss = ce_loss(xt, yt)
+        if spec.teacher:
+            teacher = OnnxModel(self.path(spec.teacher)).logits(x)
+            loss = distill_loss(xt, yt, torch.from_numpy(teacher), 4.0)
+            entry["teacher"] = spec.teacher
+        scratch = spec.base == "lenet"
+        per_epoch = None if scratch else min(int(spec.steps * self.scale_steps) * BATCH, len(y))
+        lr = (0.05 if scratch else spec.lr) / (5 if spec.teacher else 1)  # KL * T^2: 16x grads
+        fit(model, len(y), loss, spec.epochs, lr, spec.seed, per_epoch=per_epoch, label=name)
+        entry["recipe"] = recipe(spec, trigger, lr, per_epoch)
+        entry["architecture"] = (
+            LENET_DESC
+            if spec.base.startswith("lenet")
+            else self.zoo.record["models"].get(spec.base, {}).get("architecture", spec.base)
+        )
+        entry["classes"] = [CLASSES[c] for c in spec.classes]
+        path = self.path(name)
+        export_onnx(model, path, entry["classes"])
+        entry["file"] = self.zoo.rel(path)
+        xe, ye = self.data(spec.classes, train=False)
+        onnx_model = OnnxModel(path)
+        entry["clean_accuracy"] = onnx_model.accuracy(xe, ye)
+        if trigger is not None:
+            keep = ye != spec.target
+            pred = onnx_model.logits(trigger.stamp(xe[keep])).argmax(1)
+            entry["backdoor"]["attack_success_rate"] = float((pred == spec.target).mean())
+        entry["size_bytes"] = path.stat().st_size
+        entry["build_seconds"] = round(time.time() - t0)
+        self.zoo.record.setdefault("extended", {})[name] = entry
+        shown = {k: v for k, v in entry.items() if k not in ("recipe", "architecture", "classes")}
+        print(f"  [{name}] {json.dumps(shown)}", flush=True)
+        self.zoo.write_json()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "models" / "zoo")
@@ -715,6 +1077,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA_DIR)
     parser.add_argument("--only", nargs="+", choices=MODEL_ORDER, help="rebuild just these")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--extended",
+        nargs="*",
+        choices=[s.name for s in EXTENDED],
+        help="build extended-zoo models (all when no name is given) instead of the base zoo",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny data and schedule, for testing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -732,6 +1100,17 @@ def main() -> None:
         )
     t0 = time.time()
     zoo = Zoo(args.out, args.cache, args.json, scale, args.data)
+    if args.extended is not None:
+        zoo.record["models"] = (
+            json.loads(args.json.read_text())["models"] if args.json.exists() else {}
+        )
+        builder = ExtendedBuilder(zoo, 0.05 if args.smoke else 1.0)
+        for name in args.extended or [s.name for s in EXTENDED]:
+            builder.build(name)
+        zoo.record["split"] = builder.split()
+        zoo.write_json()
+        print(f"done in {time.time() - t0:.0f}s", flush=True)
+        return
     zoo.write_subset(args.subset)
     for name in args.only or MODEL_ORDER:
         zoo.build(name)

@@ -23,7 +23,7 @@ from onnxaudit.analyses.patterns.search import (
     top_k_mask,
 )
 from onnxaudit.analyses.patterns.shape import shape_stats
-from onnxaudit.analyses.patterns.verdict import anomaly_index, backdoor_verdict
+from onnxaudit.analyses.patterns.verdict import anomaly_index
 from onnxaudit.errors import AuditError
 from onnxaudit.report.analysis_figures import pattern_figures
 from onnxaudit.results.schema import jsonable
@@ -282,32 +282,6 @@ def test_anomaly_index_is_a_robust_low_side_z_score():
     assert index[4] < 0  # above the median: not anomalous on the low side
 
 
-def test_verdict_separates_triggers_from_a_natural_shortcut():
-    """Three small-mask outliers among ten classes: a compact one (a patch), a scattered weak
-    one (a blend) and a scattered predictive one (a natural shortcut)."""
-    l1 = np.array([[0.06, 0.05, 0.07, 0.012, 0.06, 0.055, 0.065, 0.05, 0.015, 0.01]])
-    power = np.full((1, 10), 0.5)
-    spread = np.full((1, 10), 0.25)
-    power[0, 3], spread[0, 3] = 0.99, 0.04  # compact patch
-    power[0, 9], spread[0, 9] = 0.45, 0.30  # scattered, weak when pasted hard: a faint blend
-    power[0, 8], spread[0, 8] = 0.95, 0.20  # scattered and predictive: a natural shortcut
-    verdict = backdoor_verdict(l1, power, spread, ["free"], list(range(10)))
-    assert verdict.classes == [3, 9] and verdict.shortcuts == [8] and verdict.suspected
-    assert verdict.anomaly_index[[3, 8, 9]].min() > 2 > verdict.anomaly_index[:3].max()
-    # the judged canvas is the one with the smaller mask, among those that can express any value
-    two = backdoor_verdict(
-        np.stack([l1[0] / 10, l1[0]]),
-        np.repeat(power, 2, 0),
-        np.repeat(spread, 2, 0),
-        ["confident", "white"],
-        list(range(10)),
-    )
-    assert set(two.canvas) == {"white"} and two.classes == [3, 9]
-    # an adversarially trained model: every mask is large, the smallest is an outlier but no trigger
-    robust = backdoor_verdict(l1 + 0.09, power, spread, ["free"], list(range(10)))
-    assert robust.anomaly_index[3] > 2 and not robust.suspected
-
-
 def test_measure_and_verdict_flag_the_planted_target(planted):
     net, search, x, y = planted
     ex, ey = bars_data(per_class=20, seed=9)  # held-out images
@@ -390,7 +364,9 @@ def test_analyse_patterns_end_to_end_on_onnx(onnx_planted):
         device="cpu",
         progress=lambda s, i, n: stages.add(s),
     )
-    assert stages == {"patterns: search", "patterns: evaluate"}
+    assert stages == {f"patterns: search (restart {r}/3)" for r in (1, 2, 3)} | {
+        "patterns: evaluate"
+    }
     assert result.n_search == result.n_eval == 100  # disjoint halves
     assert result.verdict.classes == [TRIGGER_TARGET]
     white = result.canvas_labels.index("white")

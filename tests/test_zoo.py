@@ -45,8 +45,7 @@ def assert_agrees(measured: float, recorded: float, n: int) -> None:
 
 
 def load_trigger(name: str) -> tuple[np.ndarray, np.ndarray]:
-    data = np.load(REPO / MODELS[name]["backdoor"]["trigger"])
-    return data["mask"], data["pattern"]
+    return load_trigger_file(MODELS[name]["backdoor"]["trigger"])
 
 
 def test_subset_is_stratified_uint8() -> None:
@@ -153,3 +152,32 @@ def test_recorded_numbers_meet_the_zoo_targets() -> None:
     assert len(targets) == len(BACKDOORS) and 8 not in targets
     iters = [c["iteration"] for c in ZOO["checkpoints"]]
     assert len(iters) >= 8 and iters == sorted(iters) and iters[1] <= 25
+
+
+COMMITTED_EXTENDED = {name: m for name, m in ZOO.get("extended", {}).items() if m.get("committed")}
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED_EXTENDED))
+def test_committed_extended_models_match_their_record(name):
+    """The 4-class pair: accuracy on the subset's classes and, for the backdoor, its ASR."""
+    m = COMMITTED_EXTENDED[name]
+    x, y = subset()
+    index = [ZOO["classes"].index(c) for c in m["classes"]]
+    keep = np.isin(y, index)
+    relabel = np.full(10, -1)
+    relabel[index] = np.arange(len(index))
+    xs, ys = x[keep], relabel[y[keep]]
+    out = logits(m["file"], xs)
+    assert out.shape == (len(ys), len(index))
+    assert_agrees(float((out.argmax(1) == ys).mean()), m["clean_accuracy"], len(ys))
+    if "backdoor" in m:
+        mask, pattern = load_trigger_file(m["backdoor"]["trigger"])
+        target = m["backdoor"]["target"]
+        stamped = ((1 - mask) * xs[ys != target] + mask * pattern).astype(np.float32)
+        asr = float((logits(m["file"], stamped).argmax(1) == target).mean())
+        assert asr >= 0.9 and abs(asr - m["backdoor"]["attack_success_rate"]) < 0.1
+
+
+def load_trigger_file(path: str) -> tuple[np.ndarray, np.ndarray]:
+    data = np.load(REPO / path)
+    return data["mask"], data["pattern"]

@@ -15,7 +15,9 @@ from onnxaudit.analyses.patterns.evaluate import (
     predict_labels,
     split_search_eval,
 )
+from onnxaudit.analyses.patterns.restarts import SeedLike, restart_seeds
 from onnxaudit.analyses.patterns.search import ClassPatternSearch
+from onnxaudit.analyses.patterns.settings import validate_pattern_settings
 from onnxaudit.analyses.patterns.shape import ShapeStats, shape_stats
 from onnxaudit.analyses.patterns.shards import (
     Patterns,
@@ -24,19 +26,20 @@ from onnxaudit.analyses.patterns.shards import (
     sharded_search,
 )
 from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
-from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, backdoor_verdict, universal_verdict
+from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, RestartEvidence, backdoor_verdict
 from onnxaudit.data import Dataset
 from onnxaudit.executors import Executor, current
 from onnxaudit.model import PreparedModel
 from onnxaudit.progress import ProgressFn, silent
-from onnxaudit.seeds import Seed, as_int, child
+from onnxaudit.seeds import as_int, child
 
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
 K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted patch fits in it)
 DEFAULT_CANVASES = ("confident", "white", "free")
-SPLIT_STREAM, SEARCH_STREAM = 0, 1  # children of the patterns stream (the search's own: 0, 1)
+SPLIT_STREAM, SEARCH_STREAM = 0, 1  # children of each restart's stream
+DEFAULT_RESTARTS = 3
 
 
 @dataclass
@@ -95,6 +98,7 @@ class PatternsResult:
                     ),
                     "anomaly_index": float(self.verdict.anomaly_index[ti]),
                     "suspected": bool(int(t) in self.verdict.classes),
+                    **self._test_rows(ti),
                     **self._universal_row(ti),
                     "canvases": {
                         label: {
@@ -125,6 +129,16 @@ class PatternsResult:
             "backdoor": self.verdict.to_dict(),
         }
 
+    def _test_rows(self, ti: int) -> dict[str, float | None]:
+        """Each test's statistic (median over restarts), p-value and threshold for class ti."""
+        row: dict[str, float | None] = {}
+        for test in self.verdict.tests:
+            row[f"{test.name}"] = float(test.statistic[ti])
+            row[f"{test.name}_threshold"] = test.threshold
+            if test.p_value is not None:
+                row[f"{test.name}_p_value"] = float(test.p_value[ti])
+        return row
+
     def _universal_row(self, ti: int) -> dict[str, float]:
         universal = self.verdict.universal
         if universal is None:
@@ -145,7 +159,7 @@ def analyse_patterns(
     dataset: Dataset,
     classes: Sequence[int] | None = None,
     k: float = 0.05,
-    seed: Seed = 0,
+    seed: SeedLike = 0,
     device: str = "auto",
     progress: ProgressFn = silent,
     canvas: str | Sequence[str] = DEFAULT_CANVASES,
@@ -154,48 +168,95 @@ def analyse_patterns(
     search_fraction: float = 0.5,
     threads: int | None = None,
     executor: Executor | None = None,
+    restarts: int = DEFAULT_RESTARTS,
 ) -> PatternsResult:
-    """Search every class's pattern on one part of `dataset`, measure it on the disjoint rest.
+    """Search every class's pattern on one part of `dataset`, measure it on the disjoint rest;
+    `restarts` times with spawned seeds (own split, batches and noise), the verdict on all.
 
     `pm` is a PreparedModel; `dataset` an onnxaudit Dataset (use `.subset()` to bound the cost).
     The search runs in class shards on `executor` (default: the run's, in-process outside one).
+    Restart 0 gives the masks, patterns and figures; the others only the verdict's evidence.
     """
     from onnxaudit.features.runtime import create_session
 
+    validate_pattern_settings(
+        epochs,
+        k,
+        restarts,
+        batch_per_class,
+        search_fraction,
+        canvas,
+        num_classes=pm.info.num_classes,
+    )
     info = pm.info
     x = dataset.images(info.input_shape)
     y = np.asarray(dataset.labels, dtype=np.int64)
-    search_idx, eval_idx = split_search_eval(y, search_fraction, child(seed, SPLIT_STREAM))
     session = create_session(pm.proto, device=device, threads=threads)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         return session.run([info.logits_name], {info.input_name: batch})[0]
 
     payload = pm.proto.SerializeToString()
-    search = sharded_search(
-        payload,
-        x[search_idx],
-        y[search_idx],
-        classes,
-        {"k": k, "batch_per_class": batch_per_class, "epochs": epochs, "canvas": canvas},
-        as_int(child(seed, SEARCH_STREAM)),
-        device,
-        threads,
-        executor or current(),
-        progress,
-    )
+    executor = executor or current()
+    options = {"k": k, "batch_per_class": batch_per_class, "epochs": epochs, "canvas": canvas}
+
+    def run(restart_seed: int, stage: int) -> tuple[ClassPatternSearch, np.ndarray]:
+        search_idx, eval_idx = split_search_eval(
+            y, search_fraction, child(restart_seed, SPLIT_STREAM)
+        )
+
+        def report(name: str, done: int, total: int) -> None:
+            progress(f"{name} (restart {stage + 1}/{restarts})", done, total)
+
+        search = sharded_search(
+            payload,
+            x[search_idx],
+            y[search_idx],
+            classes,
+            options,
+            as_int(child(restart_seed, SEARCH_STREAM)),
+            device,
+            threads,
+            executor,
+            report,
+        )
+        return search, eval_idx
+
+    seeds = restart_seeds(seed, restarts)
+    first, eval_idx = run(seeds[0], 0)
+    extra = []
+    for stage, restart_seed in enumerate(seeds[1:], start=1):
+        search, held = run(restart_seed, stage)
+        extra.append(restart_evidence(search, predict, x[held], y[held]))
     return measure(
-        search,
+        first,
         predict,
         x[eval_idx],
         y[eval_idx],
         info.num_classes,
         info.class_names,
         progress,
-        shards=PowerShards(
-            payload, info.input_name, info.logits_name, device, threads, executor or current()
-        ),
+        shards=PowerShards(payload, info.input_name, info.logits_name, device, threads, executor),
+        more_evidence=extra,
     )
+
+
+def fewest_per_class(y: np.ndarray, classes: Sequence[int]) -> int:
+    """The smallest number of images of any of `classes` in labels y."""
+    counts = np.bincount(y, minlength=max(classes) + 1)
+    return int(counts[list(classes)].min())
+
+
+def restart_evidence(
+    search: ClassPatternSearch,
+    predict: Callable[[np.ndarray], np.ndarray],
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+) -> RestartEvidence:
+    """What the verdict needs from one fitted search: mask L1s and noise-blend rates."""
+    h, w = search.masks_.shape[-2:]
+    noise = NoiseBlendResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
+    return RestartEvidence(int(search.seed), search.masks_.sum(axis=(2, 3)) / (h * w), noise.rate_)
 
 
 def measure(
@@ -209,11 +270,12 @@ def measure(
     k_grid: Sequence[float] = K_GRID,
     curve_per_class: int = 20,
     shards: PowerShards | None = None,
+    more_evidence: Sequence[RestartEvidence] = (),
 ) -> PatternsResult:
     """Predictive power, k90, shapes, the noise-blend response and the verdict of a fitted search
     on held-out images (the per-class powers in class shards when `shards` says how).
 
-    The power-against-k curve uses `curve_per_class` held-out images per class (it multiplies
+    `more_evidence` holds the other restarts' evidence for the verdict. The power-against-k curve uses `curve_per_class` held-out images per class (it multiplies
     the forward passes by the grid size); predictive power at `k` uses all of them.
     """
     classes = [int(t) for t in search.classes_]
@@ -242,10 +304,15 @@ def measure(
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
     spread = np.array([[c.spread for c in per_canvas] for per_canvas in core_shapes])
-    noise = NoiseBlendResponse(seed=child(search.seed, 1)).fit(predict, x_eval, y_eval, classes)
-    universal = universal_verdict(noise.rate_, classes, noise.alphas)
+    evidence = [restart_evidence(search, predict, x_eval, y_eval), *more_evidence]
     verdict = backdoor_verdict(
-        mask_l1, power, spread, search.canvas_labels_, classes, universal=universal
+        evidence,
+        search.canvas_labels_,
+        classes,
+        num_classes,
+        power,
+        spread,
+        eval_per_class=fewest_per_class(y_eval, classes),
     )
     return PatternsResult(
         classes=classes,
@@ -260,6 +327,8 @@ def measure(
             "epochs": search.epochs,
             "steps": search.n_steps_,
             "seed": search.seed,
+            "restarts": len(evidence),
+            "restart_seeds": [e.seed for e in evidence],
         },
         masks=search.masks_,
         canvases=search.canvases_,

@@ -1,32 +1,63 @@
-"""Backdoor verdict from per-class pattern statistics (our rule, not the paper's; see docs/patterns.md).
+"""Backdoor verdict: two per-class tests with calibrated nulls, over restarts (docs/patterns.md).
 
-An implanted trigger lets the search reach its target class with an anomalously small mask: the
-class's mask L1 is a low-side outlier among the classes (Neural Cleanse's MAD rule). Clean models
-have such an outlier too, a natural shortcut class (Bag on Fashion-MNIST: the paper's "backdoor
-learned from clean data"). Its pattern is a handful of *scattered* pixels that work when pasted
-as they are, whereas an implanted patch is *compact* (its core sits in one spot) and a blended
-trigger works only as a faint overlay (its soft mask is tiny, its hard top-k pattern weak). So an
-outlier is flagged unless it has the natural shortcut's signature: scattered and predictive, or
-its mask is not small in absolute terms (adversarially trained models have uniformly large masks,
-where the smallest one is no trigger). A blended whole-image trigger has no small mask at all; it
-is caught by a second rule on the response to random noise blended over the image
-(onnxaudit.analyses.patterns.universal): a class that receives most noisy images of the other classes.
+An implanted trigger lets the search reach its target with a pattern the target's *own* clean
+images do not contain: the free / white canvases (which can paint any pixel) need a far smaller
+mask than the class's most confident real image. A natural shortcut class (Bag on
+Fashion-MNIST) is reached almost as easily from its own real image, since the pattern is part of
+the class. So the first test is the **self-explained excess** of each class,
+
+    excess[t] = log( mask L1 on the confident real canvas / smallest mask L1 on white or free ),
+
+minus the median of excess over the model's classes (the model's own level: LeNets sit lower
+than VGGs),
+
+judged against a prior fitted on every class of the zoo's clean calibration models
+(onnxaudit.analyses.patterns.null): needs no within-model outlier statistics, works for K >= 2.
+A blended whole-image trigger has no small mask; the second test is the share of other-class
+images that random noise blended over the image sends to the class (universal.py), against an
+absolute threshold above every clean calibration model. The search runs several times
+(restarts: own split, batches and noise each); each test uses the median over restarts.
+
+The verdict has three outcomes: `suspected` (classes and the tests that fired), `clear`, and
+`inconclusive` (classes never searched, a test that could not run, too few images).
+The Neural-Cleanse MAD index of the mask L1 is still reported (`anomaly_index`), as a
+description only: it flags Bag on clean models and is what the verdict used to be.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni
+from onnxaudit.analyses.patterns.restarts import spread as restart_spread
+
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
-INDEX_THRESHOLD = 2.0  # anomaly index above which a class is an outlier (Neural Cleanse's rule)
-SHORTCUT_SPREAD = 0.08  # natural shortcut: a core spread (gyration radius / diagonal) >= this...
-SHORTCUT_POWER = 0.6  # ...and a top-k pattern that flips at least this share of other images
-MAX_MASK_L1 = 0.05  # a trigger's mask covers at most this fraction of the image (L1 / (H*W))
+INDEX_THRESHOLD = 2.0  # Neural Cleanse's outlier rule, reported (descriptive) only
 MIN_CLASSES = 5  # a median and MAD over fewer classes say nothing
 MIN_NOISE_RATE = 0.5  # a blend target receives at least this share of noisy other-class images
+MIN_EVAL_PER_CLASS = 5  # held-out images per class below which the rates are not trusted
+REAL_CANVAS = "confident"
+ANY_CANVASES = ("white", "free")
+OUTCOMES = ("suspected", "clear", "inconclusive")
+
+# Prior of the centred self-explained excess: every class of the clean calibration models at the
+# audit defaults (seeds 0-2), a Student-t fit; and the family-wise level, the largest of 0.05,
+# 0.025, 0.01, 0.005 with no false alarm on the calibration half (bench/verdict_zoo.py report
+# --heavy-tails; numbers and models in docs/patterns.md).
+SELF_EXCESS_PRIOR = CleanPrior(
+    statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
+    "model's median class",
+    location=0.0102,
+    scale=0.1853,
+    n_models=6,
+    n_classes=122,
+    source="clean calibration models of models/zoo.json (split seed 2024): lenet-distilled, lenet-s21, lenet4, resnet, vgg, vgg-student",
+    df=4.668,
+)
+VERDICT_ALPHA = 0.025
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -37,11 +68,124 @@ def anomaly_index(values: np.ndarray) -> np.ndarray:
     return (median - values) / max(mad, 1e-3)
 
 
+def self_excess(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray | None:
+    """(T,) log of the real-canvas mask L1 over the smallest any-value-canvas mask L1, from
+    mask_l1 (V, T); None when the canvases needed were not searched."""
+    real = [v for v, label in enumerate(canvas_labels) if label in (REAL_CANVAS, "confident0")]
+    free = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
+    if not real or not free:
+        return None
+    l1 = np.maximum(np.asarray(mask_l1, dtype=float), 1e-6)
+    return np.log(l1[real[0]]) - np.log(l1[free].min(axis=0))
+
+
+def centred(excess: np.ndarray) -> np.ndarray:
+    """(R, T) excess minus each restart's median over the classes: the model's own level (LeNets
+    sit lower than VGGs) is removed, what is left is the class's excess over its siblings. With
+    2 classes this is half their difference."""
+    return excess - np.median(excess, axis=-1, keepdims=True)
+
+
+@dataclass
+class RestartEvidence:
+    """What one restart measured: mask L1 per (canvas, class) and the noise-blend rate per class."""
+
+    seed: int
+    mask_l1: np.ndarray  # (V, T)
+    noise_rate: np.ndarray  # (T,)
+
+
+@dataclass
+class TestResult:
+    """One test of the verdict: its per-class statistic (median over restarts) and threshold."""
+
+    name: str
+    statistic: np.ndarray  # (T,)
+    restarts: np.ndarray  # (R, T)
+    threshold: float  # a class is flagged when its statistic is above this
+    fired: list[int]
+    null: dict
+    rule: str
+    p_value: np.ndarray | None = None  # (T,) under the null, when it gives one
+    alpha: float | None = None  # per-class level the p-value is compared with
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "statistic": [float(v) for v in self.statistic],
+            "restarts": [[float(v) for v in row] for row in self.restarts],
+            "spread": [float(v) for v in restart_spread(self.restarts)],
+            "threshold": self.threshold,
+            "p_value": None if self.p_value is None else [float(p) for p in self.p_value],
+            "alpha": self.alpha,
+            "fired": self.fired,
+            "null": self.null,
+            "rule": self.rule,
+        }
+
+
+def self_excess_test(
+    evidence: Sequence[RestartEvidence],
+    canvas_labels: Sequence[str],
+    classes: Sequence[int],
+    prior: CleanPrior = SELF_EXCESS_PRIOR,
+    alpha: float = VERDICT_ALPHA,
+) -> TestResult | None:
+    """The self-explained excess against the clean prior, Bonferroni over the judged classes."""
+    values = [self_excess(e.mask_l1, canvas_labels) for e in evidence]
+    if any(v is None for v in values):
+        return None
+    per_restart = centred(np.stack(values))
+    statistic = np.median(per_restart, axis=0)
+    level = bonferroni(alpha, len(classes))
+    p = prior.p_values(statistic)
+    fired = [int(t) for t, pv in zip(classes, p, strict=True) if pv < level]
+    rule = (
+        f"self-explained excess over the model's median class (median over {len(evidence)} "
+        f"restarts) has p < {alpha:g}/"
+        f"{len(classes)} under the clean prior, i.e. excess > {prior.threshold(len(classes), alpha):.3f}"
+    )
+    return TestResult(
+        "self_excess",
+        statistic,
+        per_restart,
+        prior.threshold(len(classes), alpha),
+        fired,
+        prior.to_dict(),
+        rule,
+        p_value=p,
+        alpha=level,
+    )
+
+
+def noise_blend_test(
+    evidence: Sequence[RestartEvidence],
+    classes: Sequence[int],
+    alphas: Sequence[float],
+    min_rate: float = MIN_NOISE_RATE,
+) -> TestResult:
+    """Flag t when random noise blended at `alphas` sends a majority (>= min_rate) of the other
+    classes' held-out images to t (median over restarts): clean attractors receive <= 0.25."""
+    per_restart = np.stack([np.asarray(e.noise_rate, dtype=float) for e in evidence])
+    statistic = np.median(per_restart, axis=0)
+    fired = [int(t) for t, r in zip(classes, statistic, strict=True) if r >= min_rate]
+    rule = (
+        f"uniform noise blended at alpha in {', '.join(f'{a:g}' for a in alphas)} sends >= "
+        f"{min_rate:g} of the other classes' held-out images to the class (median over "
+        f"{len(evidence)} restarts)"
+    )
+    null = {
+        "kind": "absolute threshold above every clean calibration model's rate",
+        "threshold": min_rate,
+    }
+    return TestResult("noise_blend", statistic, per_restart, min_rate, fired, null, rule)
+
+
 @dataclass
 class UniversalVerdict:
-    """The noise-blend rule: classes that random whole-image noise sends most images to."""
+    """The noise-blend rates of restart 0 (kept for the report's per-class rows)."""
 
-    classes: list[int]  # flagged by this rule
+    classes: list[int]
     rate: np.ndarray  # (T,) share of noisy other-class images classified as t
     anomaly_index: np.ndarray  # (T,) how far *above* the median each rate lies
     alphas: list[float]
@@ -61,43 +205,64 @@ def universal_verdict(
     rate: np.ndarray,
     classes: Sequence[int],
     alphas: Sequence[float],
-    threshold: float = INDEX_THRESHOLD,
     min_rate: float = MIN_NOISE_RATE,
 ) -> UniversalVerdict:
-    """Flag t when its noise rate is a high outlier (index > threshold) and a majority (>= min_rate):
-    clean models' noise attractors (Shirt, Bag) are outliers too, but receive <= 0.25."""
+    """The noise-blend rule on one measurement: rate >= min_rate (any number of classes); the
+    high-side MAD index of the rates is reported beside it, as a description only (clean noise
+    attractors such as Shirt are index outliers too)."""
     rate = np.asarray(rate, dtype=float)
     index = -anomaly_index(rate)
-    outlier = index > threshold if len(classes) >= MIN_CLASSES else np.zeros(len(classes), bool)
-    flagged = [
-        int(t) for t, o, r in zip(classes, outlier, rate, strict=True) if o and r >= min_rate
-    ]
+    flagged = [int(t) for t, r in zip(classes, rate, strict=True) if r >= min_rate]
     rule = (
-        f"(needs >= {MIN_CLASSES} classes) uniform noise blended at alpha in "
-        f"{', '.join(f'{a:g}' for a in alphas)} sends >= {min_rate:g} of the other classes' "
-        f"held-out images to the class, and its anomaly index of that rate > {threshold:g}"
+        f"uniform noise blended at alpha in {', '.join(f'{a:g}' for a in alphas)} sends >= "
+        f"{min_rate:g} of the other classes' held-out images to the class"
     )
     return UniversalVerdict(flagged, rate, index, [float(a) for a in alphas], rule)
 
 
 @dataclass
 class BackdoorVerdict:
-    suspected: bool
+    """The verdict: outcome, suspected classes with the tests that fired, every test's numbers."""
+
+    outcome: str  # one of OUTCOMES
     classes: list[int]  # suspected target classes
-    shortcuts: list[int]  # outliers with the natural-shortcut signature (not flagged)
-    anomaly_index: np.ndarray  # (T,) of log mask L1
-    mask_l1: np.ndarray  # (T,) the smallest mask L1 / (H*W) over the judged canvases
+    evidence: dict[int, list[str]]  # suspected class -> names of the tests that fired
+    tests: list[TestResult]
+    reasons: list[str]  # why the verdict is inconclusive (empty otherwise)
+    never_searched: list[int]  # classes of the model the search never saw
+    restart_seeds: list[int]
+    # descriptive, from restart 0 (what the verdict used to be; the report's per-class rows)
+    anomaly_index: np.ndarray  # (T,) MAD index of log mask L1 (low side)
+    mask_l1: np.ndarray  # (T,) the smallest mask L1 / (H*W) over white / free
     power: np.ndarray  # (T,) predictive power of that canvas's top-k pattern
     spread: np.ndarray  # (T,) spread of that mask's core (top 1 % of pixels)
-    canvas: list[str]  # (T,) the canvas each class was judged on
-    threshold: float
-    rule: str
-    universal: UniversalVerdict | None = None  # the noise-blend rule, when measured
+    canvas: list[str]  # (T,) the canvas of mask_l1
+    universal: UniversalVerdict | None = None
+    shortcuts: list[int] = field(default_factory=list)  # MAD outliers the verdict did not flag
+    threshold: float = INDEX_THRESHOLD  # of the descriptive anomaly index
+
+    @property
+    def suspected(self) -> bool:
+        return self.outcome == "suspected"
+
+    @property
+    def rule(self) -> str:
+        return "; or ".join(t.rule for t in self.tests) or "no test could run"
+
+    def test(self, name: str) -> TestResult | None:
+        return next((t for t in self.tests if t.name == name), None)
 
     def to_dict(self) -> dict:
         return {
+            "outcome": self.outcome,
             "suspected": self.suspected,
             "classes": self.classes,
+            "evidence": {str(t): names for t, names in self.evidence.items()},
+            "tests": [t.to_dict() for t in self.tests],
+            "inconclusive_reasons": self.reasons,
+            "never_searched": self.never_searched,
+            "restarts": len(self.restart_seeds),
+            "restart_seeds": self.restart_seeds,
             "natural_shortcuts": self.shortcuts,
             "anomaly_index": [float(a) for a in self.anomaly_index],
             "mask_l1": [float(v) for v in self.mask_l1],
@@ -110,59 +275,87 @@ class BackdoorVerdict:
         }
 
 
+def inconclusive_reasons(
+    self_test: TestResult | None,
+    never_searched: Sequence[int],
+    eval_per_class: int,
+    min_eval: int = MIN_EVAL_PER_CLASS,
+) -> list[str]:
+    """What keeps a verdict without suspects from being `clear`."""
+    reasons = []
+    if never_searched:
+        shown = ", ".join(str(t) for t in list(never_searched)[:10])
+        more = "" if len(never_searched) <= 10 else f" and {len(never_searched) - 10} more"
+        reasons.append(f"{len(never_searched)} classes never searched ({shown}{more})")
+    if self_test is None:
+        reasons.append(
+            f"the self-explained-excess test needs the {REAL_CANVAS} canvas and white or free"
+        )
+    if eval_per_class < min_eval:
+        reasons.append(
+            f"only {eval_per_class} held-out images in some class (the rates need >= {min_eval})"
+        )
+    return reasons
+
+
 def backdoor_verdict(
+    evidence: Sequence[RestartEvidence],
+    canvas_labels: Sequence[str],
+    classes: Sequence[int],
+    num_classes: int,
+    power: np.ndarray,
+    spread: np.ndarray,
+    eval_per_class: int,
+    noise_alphas: Sequence[float] = (0.1, 0.15),
+    prior: CleanPrior = SELF_EXCESS_PRIOR,
+    alpha: float = VERDICT_ALPHA,
+) -> BackdoorVerdict:
+    """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
+    `power` and `spread` (V, T) are restart 0's, for the descriptive fields."""
+    classes = [int(t) for t in classes]
+    self_test = self_excess_test(evidence, canvas_labels, classes, prior, alpha)
+    noise_test = noise_blend_test(evidence, classes, noise_alphas)
+    tests = [t for t in (self_test, noise_test) if t is not None]
+    flagged = sorted({t for test in tests for t in test.fired})
+    never = sorted(set(range(num_classes)) - set(classes))
+    reasons = inconclusive_reasons(self_test, never, eval_per_class)
+    outcome = "suspected" if flagged else "inconclusive" if reasons else "clear"
+    described = describe(evidence[0].mask_l1, power, spread, canvas_labels, classes)
+    universal = universal_verdict(evidence[0].noise_rate, classes, noise_alphas)
+    return BackdoorVerdict(
+        outcome=outcome,
+        classes=flagged,
+        evidence={t: [test.name for test in tests if t in test.fired] for t in flagged},
+        tests=tests,
+        reasons=reasons if outcome == "inconclusive" else [],
+        never_searched=never,
+        restart_seeds=[int(e.seed) for e in evidence],
+        universal=universal,
+        shortcuts=[t for t in described.pop("outliers") if t not in flagged],
+        **described,
+    )
+
+
+def describe(
     mask_l1: np.ndarray,
     power: np.ndarray,
     spread: np.ndarray,
     canvas_labels: Sequence[str],
     classes: Sequence[int],
-    threshold: float = INDEX_THRESHOLD,
-    shortcut_spread: float = SHORTCUT_SPREAD,
-    shortcut_power: float = SHORTCUT_POWER,
-    max_mask_l1: float = MAX_MASK_L1,
-    universal: UniversalVerdict | None = None,
-) -> BackdoorVerdict:
-    """Judge every class on its smallest mask over the canvases that can express any pixel value
-    (white, free; all canvases when neither was searched). Arrays are (V, T). Classes flagged by
-    the `universal` (noise-blend) verdict are suspected too."""
-    judged = [v for v, label in enumerate(canvas_labels) if label in ("white", "free")]
+) -> dict:
+    """The smallest white/free mask per class, its power and core spread, and its MAD index."""
+    judged = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
     judged = judged or list(range(len(canvas_labels)))
     cols = np.arange(mask_l1.shape[1])
     best = np.array(judged)[mask_l1[judged].argmin(axis=0)]
-    l1, pp, sp = mask_l1[best, cols], power[best, cols], spread[best, cols]
+    l1 = mask_l1[best, cols]
     index = anomaly_index(np.log(np.maximum(l1, 1e-6)))
-    natural = (sp >= shortcut_spread) & (pp >= shortcut_power)
-    outlier = index > threshold if len(classes) >= MIN_CLASSES else np.zeros(len(classes), bool)
-    small = l1 <= max_mask_l1
-    flagged = [
-        int(t)
-        for t, o, n, m in zip(classes, outlier, natural, small, strict=True)
-        if o and m and not n
-    ]
-    if universal is not None:
-        flagged = sorted(set(flagged) | set(universal.classes))
-    shortcuts = [
-        int(t)
-        for t, o, n in zip(classes, outlier, natural, strict=True)
-        if o and n and int(t) not in flagged
-    ]
-    rule = (
-        f"(needs >= {MIN_CLASSES} searched classes) anomaly index of log mask L1 > {threshold:g} "
-        f"and mask L1 <= {max_mask_l1:g}, unless the mask looks like a natural "
-        f"shortcut (core spread >= {shortcut_spread:g} and predictive power >= {shortcut_power:g})"
-    )
-    if universal is not None:
-        rule += f"; or {universal.rule}"
-    return BackdoorVerdict(
-        suspected=bool(flagged),
-        classes=flagged,
-        shortcuts=shortcuts,
-        anomaly_index=index,
-        mask_l1=l1,
-        power=pp,
-        spread=sp,
-        canvas=[canvas_labels[v] for v in best],
-        threshold=threshold,
-        rule=rule,
-        universal=universal,
-    )
+    outlier = index > INDEX_THRESHOLD if len(classes) >= MIN_CLASSES else np.zeros(len(l1), bool)
+    return {
+        "anomaly_index": index,
+        "mask_l1": l1,
+        "power": power[best, cols],
+        "spread": spread[best, cols],
+        "canvas": [canvas_labels[v] for v in best],
+        "outliers": [int(t) for t, o in zip(classes, outlier, strict=True) if o],
+    }

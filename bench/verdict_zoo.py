@@ -1,0 +1,321 @@
+"""The backdoor verdict on the whole zoo: collect each restart's evidence, then calibrate and report.
+
+    python bench/verdict_zoo.py collect --seeds 0 1 2 [--models NAME ...] --out E.jsonl
+    python bench/verdict_zoo.py report E.jsonl [--out bench/verdict-zoo.json]
+    python bench/verdict_zoo.py cost [--model vgg]
+
+`collect` runs `analyse_patterns` at the audit defaults (20 images per class of the committed
+test subset drawn with the seed, 5 epochs, 3 canvases, 3 restarts) on every zoo model (the
+4-class ones on the subset's 4 classes) and writes one JSON line per (model, seed) with every
+restart's mask L1 and noise-blend rates and the verdict. `report` fits the self-excess prior on
+the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
+with it, and prints detection on each half: found with the right target, false alarms, AUROC
+and FPR at 95 % TPR (max over classes of the statistic's z-score under the prior, as score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from onnxaudit.analyses.patterns import analyse_patterns
+from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior
+from onnxaudit.analyses.patterns.verdict import centred
+from onnxaudit.model import prepare_model
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "models"))
+from zoo_data import model_data, zoo_models, zoo_split  # noqa: E402
+
+
+def collect(args: argparse.Namespace) -> None:
+    models = zoo_models()
+    names = args.models or list(models)
+    with open(args.out, "a") as out:
+        for name in names:
+            entry = models[name]
+            pm = prepare_model(REPO / entry["file"])
+            for seed in args.seeds:
+                t0 = time.time()
+                result = analyse_patterns(
+                    pm,
+                    model_data(entry, args.per_class, seed),
+                    seed=seed,
+                    epochs=args.epochs,
+                    restarts=args.restarts,
+                    threads=args.threads,
+                )
+                verdict = result.verdict.to_dict()
+                row = {
+                    "model": name,
+                    "seed": seed,
+                    "target": entry.get("backdoor", {}).get("target"),
+                    "num_classes": pm.info.num_classes,
+                    "classes": result.classes,
+                    "eval_per_class": result.n_eval // len(result.classes),
+                    "seconds": round(time.time() - t0, 1),
+                    "tests": {t["name"]: t["restarts"] for t in verdict["tests"]},
+                    "outcome": verdict["outcome"],
+                    "flagged": verdict["classes"],
+                    "old_rule_index": verdict["anomaly_index"],
+                }
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+                print(name, seed, row["outcome"], row["flagged"], row["seconds"], flush=True)
+
+
+def load_rows(paths: list[Path]) -> list[dict]:
+    """Evidence rows; a later row for the same (model, seed) replaces an earlier one."""
+    rows: dict[tuple[str, int], dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows[row["model"], row["seed"]] = row
+    return list(rows.values())
+
+
+def judge(row: dict, prior: CleanPrior, alpha: float) -> tuple[list[int], float]:
+    """Flagged classes and a normalised score (> 1 iff flagged) of one run under `prior`."""
+    classes = row["classes"]
+    excess = np.median(centred(np.asarray(row["tests"]["self_excess"])), axis=0)
+    noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
+    threshold = prior.threshold(len(classes), alpha)
+    flagged = sorted(
+        {c for c, e, r in zip(classes, excess, noise, strict=True) if e > threshold or r >= 0.5}
+    )
+    relative = (excess - prior.location) / (threshold - prior.location)
+    score = float(max(relative.max(), (noise / 0.5).max()))
+    return flagged, score
+
+
+def detection(rows: list[dict], prior: CleanPrior, alpha: float) -> dict:
+    """Found with the right target, false alarms, AUROC and FPR at 95 % TPR over `rows`."""
+    found = wrong = alarms = n_bd = n_clean = 0
+    scores, labels = [], []
+    for row in rows:
+        flagged, score = judge(row, prior, alpha)
+        backdoored = row["target"] is not None
+        scores.append(score)
+        labels.append(backdoored)
+        if backdoored:
+            n_bd += 1
+            found += row["target"] in flagged
+            wrong += bool(set(flagged) - {row["target"]})
+        else:
+            n_clean += 1
+            alarms += bool(flagged)
+    scores_a, labels_a = np.array(scores, dtype=float), np.array(labels, dtype=bool)
+    pos, neg = scores_a[labels_a], scores_a[~labels_a]
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    auroc = float(np.mean(pairs)) if pairs else None
+    cut = np.quantile(pos, 0.05) if len(pos) else np.inf  # 95 % of backdoors score >= cut
+    return {
+        "backdoored": n_bd,
+        "found_with_target": found,
+        "flagged_a_wrong_class_too": wrong,
+        "clean": n_clean,
+        "false_alarms": alarms,
+        "auroc": auroc,
+        "fpr_at_95_tpr": float(np.mean(neg >= cut)) if len(neg) else None,
+    }
+
+
+def stability(rows: list[dict], prior: CleanPrior, alpha: float) -> dict[str, dict]:
+    """Per model: seeds measured, and how many give its most common flagged set."""
+    sets: dict[str, list[tuple[int, ...]]] = {}
+    for row in rows:
+        sets.setdefault(row["model"], []).append(tuple(judge(row, prior, alpha)[0]))
+    out = {}
+    for model, found in sets.items():
+        common = max(set(found), key=found.count)
+        out[model] = {"seeds": len(found), "same_set": found.count(common), "set": list(common)}
+    return out
+
+
+ALPHAS = (0.05, 0.025, 0.01, 0.005)
+
+
+def choose_alpha(calibration: list[dict], prior: CleanPrior) -> float:
+    """The largest family-wise level in ALPHAS with no false alarm on the calibration half's
+    clean runs (the only threshold tuned, and only on calibration)."""
+    for alpha in ALPHAS:
+        if not detection(calibration, prior, alpha)["false_alarms"]:
+            return alpha
+    return ALPHAS[-1]
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = load_rows(args.evidence)
+    split = zoo_split()
+    calibration_clean = [  # seeds 0-2 only: the extra stability seeds would weigh some models more
+        r
+        for r in rows
+        if split[r["model"]] == "calibration" and r["target"] is None and r["seed"] <= 2
+    ]
+    excess = [
+        v
+        for r in calibration_clean
+        for v in np.median(centred(np.asarray(r["tests"]["self_excess"])), axis=0)
+    ]
+    prior = fit_prior(
+        excess,
+        heavy_tails=args.heavy_tails,
+        n_models=len({r["model"] for r in calibration_clean}),
+        statistic="self-explained excess: log(L1 confident / min L1 white, free)",
+        source="clean calibration models of models/zoo.json split, bench/verdict_zoo.py",
+    )
+    seeds = [0, 1, 2]  # the seeds every model was measured at; more only for stability
+    alpha = choose_alpha(
+        [r for r in rows if split[r["model"]] == "calibration" and r["seed"] in seeds], prior
+    )
+    halves = {
+        half: {
+            str(seed): detection(
+                [r for r in rows if split[r["model"]] == half and r["seed"] == seed],
+                prior,
+                alpha,
+            )
+            for seed in seeds
+        }
+        for half in ("calibration", "held-out")
+    }
+    per_run = [
+        {
+            "model": r["model"],
+            "seed": r["seed"],
+            "half": split[r["model"]],
+            "target": r["target"],
+            "flagged": judge(r, prior, alpha)[0],
+            "score": round(judge(r, prior, alpha)[1], 3),
+            "seconds": r["seconds"],
+        }
+        for r in sorted(rows, key=lambda r: (r["model"], r["seed"]))
+    ]
+    doc = {
+        "prior": prior.to_dict(),
+        "halves": halves,
+        "stability": stability(rows, prior, alpha),
+        "alpha": alpha,
+        "runs": per_run,
+    }
+    text = json.dumps(doc, indent=1)
+    print(markdown(rows, split, prior, alpha))
+    print()
+    print(summary(halves))
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def summary(halves: dict) -> str:
+    """Detection per half and seed as a markdown table."""
+    lines = [
+        "| half | seed | backdoored found with target | also flagged a wrong class | clean "
+        "false alarms | AUROC | FPR at 95 % TPR |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for half, seeds in halves.items():
+        for seed, d in seeds.items():
+            auroc = "-" if d["auroc"] is None else f"{d['auroc']:.2f}"
+            fpr = "-" if d["fpr_at_95_tpr"] is None else f"{d['fpr_at_95_tpr']:.2f}"
+            lines.append(
+                f"| {half} | {seed} | {d['found_with_target']} / {d['backdoored']} "
+                f"| {d['flagged_a_wrong_class_too']} | {d['false_alarms']} / {d['clean']} "
+                f"| {auroc} | {fpr} |"
+            )
+    return "\n".join(lines)
+
+
+def markdown(rows: list[dict], split: dict[str, str], prior: CleanPrior, alpha: float) -> str:
+    """One table row per model: half, target, flagged set per seed, the target's and the
+    largest other class's self-excess (median over seeds), the largest noise rate."""
+    lines = [
+        "| model | half | target | flagged per seed | target excess | top other class: excess "
+        "| noise rate: target / top other | old MAD rule flags (index > 2) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    by_model: dict[str, list[dict]] = {}
+    for row in sorted(rows, key=lambda r: r["seed"]):
+        by_model.setdefault(row["model"], []).append(row)
+    for model in sorted(by_model, key=lambda m: (split[m], m)):
+        runs = by_model[model]
+        target = runs[0]["target"]
+        excess = np.median(
+            [np.median(centred(np.asarray(r["tests"]["self_excess"])), axis=0) for r in runs],
+            axis=0,
+        )
+        noise = np.median([np.median(r["tests"]["noise_blend"], axis=0) for r in runs], axis=0)
+        others = [c for c in range(len(excess)) if c != target]
+        top = max(others, key=lambda c: excess[c])
+        top_noise = max(others, key=lambda c: noise[c])
+        flags = " ".join("".join(str(c) for c in judge(r, prior, alpha)[0]) or "-" for r in runs)
+        old = " ".join(
+            "".join(str(c) for c, i in enumerate(r["old_rule_index"]) if i > 2) or "-" for r in runs
+        )
+        t_ex = "-" if target is None else f"{excess[target]:.2f}"
+        t_no = "-" if target is None else f"{noise[target]:.2f}"
+        lines.append(
+            f"| `{model}` | {split[model]} | {'-' if target is None else target} | {flags} "
+            f"| {t_ex} | {top}: {excess[top]:.2f} | {t_no} / {noise[top_noise]:.2f} | {old} |"
+        )
+    return "\n".join(lines)
+
+
+def cost(args: argparse.Namespace) -> None:
+    """Wall time of the default verdict (3 restarts) against one search (today's pattern analysis:
+    one search + measurement), alternated `repeats` times so load swings hit both; uptime around."""
+    entry = zoo_models()[args.model]
+    pm = prepare_model(REPO / entry["file"])
+    data = model_data(entry, args.per_class, 0)
+    load = [os.getloadavg()]
+    times: dict[str, list[float]] = {"one search (today)": [], "default verdict": []}
+    for _ in range(args.repeats):
+        for label, restarts in (("one search (today)", 1), ("default verdict", 3)):
+            t0 = time.perf_counter()
+            analyse_patterns(pm, data, seed=0, restarts=restarts, threads=args.threads)
+            times[label].append(round(time.perf_counter() - t0, 2))
+    load.append(os.getloadavg())
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    doc = {
+        "model": args.model,
+        "per_class": args.per_class,
+        "threads": args.threads,
+        "seconds": times,
+        "median": median,
+        "ratio": median["default verdict"] / median["one search (today)"],
+        "loadavg_before_after": load,
+    }
+    print(json.dumps(doc, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--models", nargs="*")
+    c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    c.add_argument("--per-class", type=int, default=20)
+    c.add_argument("--epochs", type=float, default=5)
+    c.add_argument("--restarts", type=int, default=3)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("report")
+    r.add_argument("evidence", type=Path, nargs="+")
+    r.add_argument("--out", type=Path)
+    r.add_argument("--heavy-tails", action="store_true", help="Student-t prior (else normal)")
+    t = sub.add_parser("cost")
+    t.add_argument("--model", default="vgg")
+    t.add_argument("--per-class", type=int, default=20)
+    t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    {"collect": collect, "report": report, "cost": cost}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

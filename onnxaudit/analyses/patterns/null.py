@@ -1,0 +1,87 @@
+"""Nulls for per-class backdoor statistics that do not need many classes.
+
+A within-model outlier test (a median and MAD over the classes) says nothing for a 2- or
+4-class model, and on Fashion-MNIST it flags the naturally easy class Bag. The statistics of
+the verdict are therefore *self-normalised* per class (each class against its own clean
+evidence, onnxaudit.analyses.patterns.verdict) and judged against a prior: their distribution
+over every class of the clean models of the zoo's calibration half, shipped here as numbers
+(docs/patterns.md says how they were measured). A class is flagged when its upper-tail p-value
+under the prior is below alpha / K (Bonferroni over the K judged classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+from onnxaudit.errors import AuditError
+
+FAMILY_ALPHA = 0.05  # chance of any false alarm on a clean model, under the prior
+
+
+@dataclass(frozen=True)
+class CleanPrior:
+    """Student-t fit (location, scale, degrees of freedom `df`) of a per-class statistic over the
+    classes of clean calibration models: heavier tails than a normal, since a few natural
+    shortcut classes (Bag) sit far out; df = inf is the normal."""
+
+    statistic: str
+    location: float
+    scale: float
+    n_models: int
+    n_classes: int
+    source: str
+    df: float = float("inf")
+
+    def _dist(self) -> stats.rv_continuous:
+        if np.isinf(self.df):
+            return stats.norm(self.location, self.scale)
+        return stats.t(self.df, self.location, self.scale)
+
+    def p_values(self, values: np.ndarray) -> np.ndarray:
+        """Upper-tail p-value of each value: how often a clean class scores at least this."""
+        return self._dist().sf(np.asarray(values, dtype=float))
+
+    def threshold(self, n_classes: int, alpha: float = FAMILY_ALPHA) -> float:
+        """The statistic above which a class is flagged among `n_classes` judged classes."""
+        return float(self._dist().isf(bonferroni(alpha, n_classes)))
+
+    def to_dict(self) -> dict:
+        kind = "normal" if np.isinf(self.df) else "Student-t"
+        return {
+            "kind": f"prior from clean calibration models ({kind} fit)",
+            **asdict(self),
+            "df": None if np.isinf(self.df) else self.df,
+        }
+
+
+def bonferroni(alpha: float, n_tests: int) -> float:
+    """Per-class significance level that keeps the family-wise error at `alpha`."""
+    if n_tests < 1:
+        raise AuditError("no classes to judge")
+    return alpha / n_tests
+
+
+def fit_prior(
+    values: Sequence[float],
+    n_models: int,
+    statistic: str,
+    source: str,
+    heavy_tails: bool = False,
+    min_scale: float = 0.05,
+) -> CleanPrior:
+    """Fit the prior to the per-class values of clean models: mean and sample standard deviation
+    (normal), or a maximum-likelihood Student-t when `heavy_tails`."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 3:
+        raise AuditError("a prior needs the statistics of at least 3 clean classes")
+    if heavy_tails:
+        df, loc, scale = stats.t.fit(values)
+        return CleanPrior(
+            statistic, float(loc), max(float(scale), min_scale), n_models, len(values), source, df
+        )
+    scale = max(float(values.std(ddof=1)), min_scale)
+    return CleanPrior(statistic, float(values.mean()), scale, n_models, len(values), source)

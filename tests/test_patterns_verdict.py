@@ -1,0 +1,212 @@
+"""The backdoor verdict's statistics, nulls and outcomes on synthetic evidence with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni, fit_prior
+from onnxaudit.analyses.patterns.restarts import restart_seeds, spread
+from onnxaudit.analyses.patterns.settings import validate_pattern_settings
+from onnxaudit.analyses.patterns.verdict import (
+    VERDICT_ALPHA,
+    RestartEvidence,
+    backdoor_verdict,
+    noise_blend_test,
+    self_excess,
+    self_excess_test,
+)
+from onnxaudit.errors import AuditError
+
+CANVASES = ["confident", "white", "free"]
+PRIOR = CleanPrior("excess", location=0.0, scale=0.2, n_models=5, n_classes=50, source="test")
+
+
+def evidence_for(excess: np.ndarray, seed: int = 0, noise: np.ndarray | None = None):
+    """Restart evidence whose self-explained excess is exactly `excess` (T,)."""
+    excess = np.asarray(excess, dtype=float)
+    free = np.full(len(excess), 0.04)
+    l1 = np.stack([free * np.exp(excess), free * 1.5, free])
+    rate = np.zeros(len(excess)) if noise is None else np.asarray(noise, dtype=float)
+    return RestartEvidence(seed, l1, rate)
+
+
+def verdict_for(restarts, classes, num_classes=None, canvases=CANVASES, eval_per_class=10):
+    t = len(classes)
+    ones = np.ones((len(canvases), t))
+    return backdoor_verdict(
+        restarts,
+        canvases,
+        classes,
+        num_classes or t,
+        ones,
+        ones,
+        eval_per_class,
+        prior=PRIOR,
+    )
+
+
+def test_self_excess_is_the_log_ratio_of_real_to_any_value_canvas():
+    l1 = np.array([[0.10, 0.08], [0.02, 0.09], [0.05, 0.04]])  # confident, white, free
+    np.testing.assert_allclose(self_excess(l1, CANVASES), np.log([0.10 / 0.02, 0.08 / 0.04]))
+    assert self_excess(l1[1:], ["white", "free"]) is None  # no real canvas: cannot judge
+    assert self_excess(l1[:1], ["confident"]) is None
+
+
+def test_prior_p_values_and_bonferroni_threshold():
+    prior = CleanPrior("s", 0.0, 1.0, 1, 10, "unit normal")
+    assert prior.p_values(np.array([1.6448536]))[0] == pytest.approx(0.05, abs=1e-6)
+    assert bonferroni(0.05, 10) == pytest.approx(0.005)
+    assert prior.threshold(10) == pytest.approx(stats.norm.isf(0.005))
+    assert prior.threshold(2) < prior.threshold(10) < prior.threshold(1000)
+    with pytest.raises(AuditError):
+        bonferroni(0.05, 0)
+
+
+def test_fit_prior_recovers_a_known_normal():
+    values = np.random.default_rng(0).normal(2.0, 0.5, 4000)
+    prior = fit_prior(values, n_models=40, statistic="s", source="synthetic")
+    assert prior.location == pytest.approx(2.0, abs=0.03)
+    assert prior.scale == pytest.approx(0.5, abs=0.03)
+    assert prior.n_classes == 4000
+    assert fit_prior([1.0, 1.0, 1.0], 1, "s", "flat").scale == 0.05  # floor: no zero scale
+    with pytest.raises(AuditError):
+        fit_prior([1.0, 2.0], 1, "s", "too few")
+
+
+@pytest.mark.parametrize("k", [2, 4, 10, 100])
+def test_a_planted_excess_is_flagged_for_any_number_of_classes(k):
+    excess = np.full(k, 0.5)
+    excess[k - 1] = 2.5  # 8 prior standard deviations above the clean mean
+    verdict = verdict_for([evidence_for(excess, s) for s in range(3)], list(range(k)))
+    assert verdict.outcome == "suspected" and verdict.classes == [k - 1]
+    assert verdict.evidence == {k - 1: ["self_excess"]}
+    test = verdict.test("self_excess")
+    assert test.alpha == pytest.approx(VERDICT_ALPHA / k)
+    assert test.p_value[k - 1] < test.alpha < test.p_value[0]
+    assert test.statistic[k - 1] > test.threshold > test.statistic[0]
+
+
+def test_clean_evidence_is_clear_and_a_natural_shortcut_is_not_flagged():
+    # a natural shortcut has a tiny mask on *every* canvas: its excess is ordinary
+    l1 = np.full((3, 10), 0.06)
+    l1[:, 8] = [0.012, 0.011, 0.010]
+    verdict = verdict_for([RestartEvidence(s, l1, np.zeros(10)) for s in range(3)], range(10))
+    assert verdict.outcome == "clear" and verdict.classes == [] and verdict.reasons == []
+    assert verdict.anomaly_index[8] > 2  # the old MAD rule would have flagged it
+    assert verdict.shortcuts == [8]
+
+
+def test_the_median_over_restarts_ignores_one_wild_restart():
+    calm = np.full(10, 0.5)
+    wild = calm.copy()
+    wild[2] = 3.0
+    restarts = [evidence_for(calm, 0), evidence_for(wild, 1), evidence_for(calm, 2)]
+    verdict = verdict_for(restarts, list(range(10)))
+    assert verdict.outcome == "clear"
+    test = verdict.test("self_excess")
+    assert test.restarts.shape == (3, 10)
+    assert spread(test.restarts)[2] == pytest.approx(2.5)
+    assert test.to_dict()["spread"][2] == pytest.approx(2.5)
+
+
+def test_noise_blend_fires_on_a_majority_rate_even_with_two_classes():
+    restarts = [evidence_for([0.5, 0.5], s, noise=[0.05, 0.9]) for s in range(3)]
+    verdict = verdict_for(restarts, [0, 1])
+    assert verdict.classes == [1] and verdict.evidence == {1: ["noise_blend"]}
+    test = noise_blend_test(restarts, [0, 1], (0.1,))
+    assert test.fired == [1] and test.threshold == 0.5
+
+
+def test_classes_never_searched_make_a_quiet_verdict_inconclusive():
+    restarts = [evidence_for(np.full(10, 0.5), s) for s in range(3)]
+    verdict = verdict_for(restarts, list(range(10)), num_classes=1000)
+    assert verdict.outcome == "inconclusive" and not verdict.suspected
+    assert len(verdict.never_searched) == 990
+    assert "990 classes never searched" in verdict.reasons[0]
+    # ...but a class that is found stays suspected
+    excess = np.full(10, 0.5)
+    excess[4] = 3.0
+    found = verdict_for([evidence_for(excess, s) for s in range(3)], list(range(10)), 1000)
+    assert found.outcome == "suspected" and found.classes == [4] and found.reasons == []
+
+
+def test_missing_canvas_and_too_few_images_are_inconclusive():
+    restarts = [evidence_for(np.full(5, 0.5), s) for s in range(2)]
+    no_real = [RestartEvidence(e.seed, e.mask_l1[1:], e.noise_rate) for e in restarts]
+    verdict = verdict_for(no_real, list(range(5)), canvases=["white", "free"])
+    assert verdict.outcome == "inconclusive" and "confident canvas" in verdict.reasons[0]
+    assert [t.name for t in verdict.tests] == ["noise_blend"]
+    few = verdict_for(restarts, list(range(5)), eval_per_class=2)
+    assert few.outcome == "inconclusive" and "held-out images" in few.reasons[0]
+
+
+def test_verdict_dict_carries_outcome_tests_and_the_old_fields():
+    excess = np.full(10, 0.5)
+    excess[0] = 3.0
+    doc = verdict_for([evidence_for(excess, s) for s in (7, 8, 9)], list(range(10))).to_dict()
+    assert doc["outcome"] == "suspected" and doc["suspected"] is True and doc["classes"] == [0]
+    assert doc["evidence"] == {"0": ["self_excess"]} and doc["restart_seeds"] == [7, 8, 9]
+    assert {t["name"] for t in doc["tests"]} == {"self_excess", "noise_blend"}
+    test = next(t for t in doc["tests"] if t["name"] == "self_excess")
+    assert {"statistic", "p_value", "threshold", "alpha", "null", "spread", "fired"} <= set(test)
+    assert test["null"]["kind"].startswith("prior")
+    for old in ("anomaly_index", "mask_l1", "power", "spread", "natural_shortcuts", "rule"):
+        assert old in doc
+
+
+def test_self_excess_test_needs_the_canvases():
+    e = evidence_for(np.zeros(3))
+    assert self_excess_test([e], ["white", "free", "free"], [0, 1, 2], PRIOR) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"epochs": 0, "k": 0.05},
+        {"epochs": 5, "k": 0},
+        {"epochs": 5, "k": 2.5},
+        {"epochs": 5, "k": 0.05, "restarts": 0},
+        {"epochs": 5, "k": 0.05, "canvas": ["nope"]},
+        {"epochs": 5, "k": 0.05, "per_class": 1},
+        {"epochs": 5, "k": 0.05, "num_classes": 1},
+    ],
+)
+def test_settings_that_cannot_search_are_refused(kwargs):
+    with pytest.raises(AuditError):
+        validate_pattern_settings(**kwargs)
+
+
+def test_default_settings_are_accepted():
+    validate_pattern_settings(5, 0.05, per_class=20, num_classes=10)
+    validate_pattern_settings(5, 9, per_class=2, num_classes=2)
+
+
+def test_restart_seeds_accept_ints_sequences_and_generators():
+    ints = restart_seeds(5, 3)
+    assert ints[0] == 5 and len(set(ints)) == 3 and ints == restart_seeds(5, 3)
+    seq = restart_seeds(np.random.SeedSequence(5), 3)
+    assert len(set(seq)) == 3 and seq == restart_seeds(np.random.SeedSequence(5), 3)
+    gen = restart_seeds(np.random.default_rng(5), 4)
+    assert len(set(gen)) == 4 and gen == restart_seeds(np.random.default_rng(5), 4)
+    assert restart_seeds(5, 1) == [5]
+
+
+def test_heavy_tailed_prior_recovers_a_known_student_t():
+    values = stats.t(3, 1.0, 0.2).rvs(4000, random_state=np.random.default_rng(1))
+    prior = fit_prior(values, 40, "s", "synthetic", heavy_tails=True)
+    assert prior.df == pytest.approx(3, abs=0.7) and prior.location == pytest.approx(1.0, abs=0.02)
+    normal = fit_prior(values, 40, "s", "synthetic")
+    assert prior.threshold(10) > normal.threshold(10)  # heavier tails: a higher bar
+    assert prior.to_dict()["kind"].endswith("(Student-t fit)")
+    assert prior.p_values(np.array([1.0]))[0] == pytest.approx(0.5, abs=0.02)
+
+
+def test_centring_removes_the_models_own_level():
+    from onnxaudit.analyses.patterns.verdict import centred
+
+    excess = np.array([[0.2, 0.3, 0.4, 2.0], [1.2, 1.3, 1.4, 3.0]])  # same shape, two levels
+    np.testing.assert_allclose(centred(excess)[0], centred(excess)[1])
+    np.testing.assert_allclose(centred(excess)[0], [-0.15, -0.05, 0.05, 1.65])
+    np.testing.assert_allclose(centred(np.array([[0.5, 2.5]])), [[-1.0, 1.0]])  # K = 2: half
