@@ -82,8 +82,22 @@ def check_enough_images(dataset: Dataset, settings: Settings) -> None:
             )
 
 
+def check_pattern_settings(model: PreparedModel, settings: Settings) -> None:
+    """Settings under which the pattern search cannot run or judge, refused before any work."""
+    if settings.runs("patterns"):
+        from onnxaudit.analyses.patterns.settings import validate_pattern_settings
+
+        validate_pattern_settings(
+            settings.patterns_epochs,
+            settings.patterns_k,
+            canvas=settings.patterns_canvases,
+            num_classes=model.info.num_classes,
+        )
+
+
 def check_inputs(model: PreparedModel, dataset: Dataset, settings: Settings) -> None:
     """Every check, cheapest first."""
+    check_pattern_settings(model, settings)
     check_compatible(model, dataset)
     check_pixels(dataset)
     check_enough_images(dataset, settings)

@@ -178,3 +178,26 @@ def test_junit_escapes_markup_in_messages():
     assert "<script>" not in xml
     message = ET.fromstring(xml).find("testsuite/testcase/failure").get("message")
     assert '<script>"x"&' in message
+
+
+def test_an_inconclusive_backdoor_verdict_fails_unless_allowed():
+    from onnxaudit.results.gates import check_backdoor
+
+    result = {
+        "model": {"classes": ["a", "b"]},
+        "patterns": {
+            "classes": [],
+            "backdoor": {
+                "outcome": "inconclusive",
+                "suspected": False,
+                "classes": [],
+                "inconclusive_reasons": ["classes 2-999 were never searched"],
+            },
+        },
+    }
+    failed = check_backdoor(result)
+    assert not failed.passed and "never searched" in failed.message
+    assert "--allow-inconclusive" in failed.message
+    assert check_backdoor(result, allow_inconclusive=True).passed
+    result["patterns"]["backdoor"] = {"outcome": "clear", "suspected": False, "classes": []}
+    assert check_backdoor(result).passed

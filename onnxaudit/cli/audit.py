@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onnxaudit.cli.common import audit_and_write
 from onnxaudit.cli.options import (
+    AllowInconclusive,
     Baseline,
     ChannelOrder,
     Checkpoints,
@@ -62,6 +63,7 @@ def audit(
     checkpoints: Checkpoints = None,
     junit: Junit = None,
     fail_on: FailOn = None,
+    allow_inconclusive: AllowInconclusive = False,
     min_reliable_ratio: MinReliableRatio = None,
     min_robust_accuracy: MinRobustAccuracy = None,
     workers: Workers = None,

@@ -10,6 +10,7 @@ import typer
 
 from onnxaudit.cli.common import check_gates_can_run, output_lock, progress, stage_progress
 from onnxaudit.cli.options import (
+    AllowInconclusive,
     ChannelOrder,
     ClassNames,
     Data,
@@ -71,6 +72,7 @@ def audit_many(
     steps: Steps = 10,
     pattern_epochs: PatternEpochs = 5.0,
     fail_on: FailOn = None,
+    allow_inconclusive: AllowInconclusive = False,
     min_reliable_ratio: MinReliableRatio = None,
     min_robust_accuracy: MinRobustAccuracy = None,
     workers: Workers = None,

@@ -13,6 +13,7 @@ from onnxaudit.cli.common import (
     stage_progress,
 )
 from onnxaudit.cli.options import (
+    AllowInconclusive,
     ChannelOrder,
     ClassNames,
     Data,
@@ -70,6 +71,7 @@ def compare(
     pattern_epochs: PatternEpochs = 5.0,
     junit: Junit = None,
     fail_on: FailOn = None,
+    allow_inconclusive: AllowInconclusive = False,
     min_reliable_ratio: MinReliableRatio = None,
     min_robust_accuracy: MinRobustAccuracy = None,
     workers: Workers = None,

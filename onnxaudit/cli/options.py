@@ -237,6 +237,14 @@ FailOn = Annotated[
         "--fail-on", help="'backdoor': fail when a backdoor is suspected.", metavar="CHECK"
     ),
 ]
+AllowInconclusive = Annotated[
+    bool,
+    typer.Option(
+        "--allow-inconclusive",
+        help="With --fail-on backdoor: let an inconclusive verdict pass (it fails by default).",
+        metavar="",
+    ),
+]
 MinReliableRatio = Annotated[
     list[str] | None,
     typer.Option(
@@ -378,6 +386,7 @@ def gates_from_options(options: Mapping[str, object]) -> GateSpec:
     baseline = options.get("baseline")
     return GateSpec(
         fail_on_backdoor=bool(fail_on),
+        allow_inconclusive=bool(options.get("allow_inconclusive")),
         min_reliable_ratio=[parse_threshold(t) for t in options.get("min_reliable_ratio") or []],
         min_robust_accuracy=options.get("min_robust_accuracy"),
         baseline=None if baseline is None else load_result(baseline),

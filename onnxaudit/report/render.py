@@ -154,12 +154,15 @@ def _backdoor_card(doc: Mapping[str, Any], gates: Sequence[Mapping[str, Any]]) -
     basis = "gate --fail-on backdoor" if _gate_status(gates, ("backdoor",)) else "verdict rules"
     rule = f"{basis} (docs/patterns.md)"
     if verdict.get("outcome") == "inconclusive":
-        reason = verdict.get("reason") or "the search could not judge every class"
+        reasons = verdict.get("inconclusive_reasons") or [verdict.get("reason")]
+        reason = "; ".join(r for r in reasons if r) or "the search could not judge every class"
         return _card("Backdoor", f"inconclusive: {reason}", "inconclusive", rule)
     if verdict.get("suspected"):
         names = {c["class"]: c.get("name", c["class"]) for c in patterns.get("classes", [])}
         targets = ", ".join(f"{c} ({names.get(c, '?')})" for c in verdict.get("classes", []))
-        fired = verdict.get("tests_fired") or []
+        fired = sorted(
+            {name for names in (verdict.get("evidence") or {}).values() for name in names}
+        )
         by = f", by {', '.join(fired)}" if fired else ""
         return _card("Backdoor", f"suspected: target class {targets}{by}", "fail", rule)
     return _card("Backdoor", "no class's pattern looks implanted", "pass", rule)

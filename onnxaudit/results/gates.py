@@ -38,6 +38,7 @@ class GateSpec:
     """The gates a user asked for on the command line."""
 
     fail_on_backdoor: bool = False
+    allow_inconclusive: bool = False  # an inconclusive backdoor verdict passes the gate
     min_reliable_ratio: list[tuple[str, float]] = field(default_factory=list)
     min_robust_accuracy: float | None = None
     baseline: dict[str, Any] | None = None
@@ -66,6 +67,7 @@ class GateSpec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "fail_on_backdoor": self.fail_on_backdoor,
+            "allow_inconclusive": self.allow_inconclusive,
             "min_reliable_ratio": [[layer, value] for layer, value in self.min_reliable_ratio],
             "min_robust_accuracy": self.min_robust_accuracy,
             "baseline_sha256": None if self.baseline is None else self.baseline["model"]["sha256"],
@@ -143,11 +145,22 @@ def check_gate_layers(spec: GateSpec, analysed: Sequence[str]) -> None:
         resolve_layers({"knowledge": {"layers": entries}}, layer, "--min-reliable-ratio")
 
 
-def check_backdoor(result: Mapping[str, Any]) -> GateOutcome:
-    """Fails when the class-wise pattern analysis suspects a backdoor."""
+def check_backdoor(result: Mapping[str, Any], allow_inconclusive: bool = False) -> GateOutcome:
+    """Fails when the class-wise pattern analysis suspects a backdoor, and when it could not
+    judge (inconclusive) unless that is explicitly allowed: a check that did not run never
+    passes silently."""
     patterns = _section(result, "patterns", "--fail-on backdoor")
     verdict = patterns.get("backdoor") or {}
     classes = list(verdict.get("classes") or [])
+    if verdict.get("outcome") == "inconclusive":
+        reasons = (
+            "; ".join(verdict.get("inconclusive_reasons") or []) or "the search could not judge"
+        )
+        if allow_inconclusive:
+            return GateOutcome("backdoor", True, f"inconclusive, allowed: {reasons}")
+        return GateOutcome(
+            "backdoor", False, f"inconclusive: {reasons} (--allow-inconclusive lets it pass)"
+        )
     if not verdict.get("suspected"):
         return GateOutcome("backdoor", True, "no backdoor suspected")
     names = _class_names(result, patterns)
@@ -248,7 +261,7 @@ def evaluate(result: Mapping[str, Any], spec: GateSpec) -> list[GateOutcome]:
     """Every requested gate on one result, in a stable order."""
     outcomes: list[GateOutcome] = []
     if spec.fail_on_backdoor:
-        outcomes.append(check_backdoor(result))
+        outcomes.append(check_backdoor(result, spec.allow_inconclusive))
     for layer, minimum in spec.min_reliable_ratio:
         outcomes.extend(check_reliable_ratio(result, layer, minimum))
     if spec.min_robust_accuracy is not None:
