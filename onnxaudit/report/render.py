@@ -158,14 +158,16 @@ def _backdoor_card(doc: Mapping[str, Any], gates: Sequence[Mapping[str, Any]]) -
         reason = "; ".join(r for r in reasons if r) or "the search could not judge every class"
         return _card("Backdoor", f"inconclusive: {reason}", "inconclusive", rule)
     if verdict.get("suspected"):
-        names = {c["class"]: c.get("name", c["class"]) for c in patterns.get("classes", [])}
-        targets = ", ".join(f"{c} ({names.get(c, '?')})" for c in verdict.get("classes", []))
-        fired = sorted(
-            {name for names in (verdict.get("evidence") or {}).values() for name in names}
-        )
-        by = f", by {', '.join(fired)}" if fired else ""
-        return _card("Backdoor", f"suspected: target class {targets}{by}", "fail", rule)
+        return _card("Backdoor", _suspected_text(patterns, verdict), "fail", rule)
     return _card("Backdoor", "no class's pattern looks implanted", "pass", rule)
+
+
+def _suspected_text(patterns: Mapping[str, Any], verdict: Mapping[str, Any]) -> str:
+    """'suspected: target class 3 (Dress), by <tests>' from the verdict's evidence."""
+    names = {c["class"]: c.get("name", c["class"]) for c in patterns.get("classes", [])}
+    targets = ", ".join(f"{c} ({names.get(c, '?')})" for c in verdict.get("classes", []))
+    fired = sorted({name for found in (verdict.get("evidence") or {}).values() for name in found})
+    return f"suspected: target class {targets}" + (f", by {', '.join(fired)}" if fired else "")
 
 
 def _robustness_card(doc: Mapping[str, Any], gates: Sequence[Mapping[str, Any]]) -> dict[str, str]:
