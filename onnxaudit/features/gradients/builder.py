@@ -12,17 +12,33 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, version_converter
+from onnx import TensorProto, helper, version_converter
 
 from onnxaudit.errors import AuditError
 from onnxaudit.features.gradients.context import FLOAT_TYPES, GradContext, describe_node
 from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
 from onnxaudit.features.gradients.rules import RULES
-from onnxaudit.features.gradients.shapes import resolved
+from onnxaudit.features.gradients.shapes import computed_constants, resolved
 
 # Rules emit ops in the model's own opset from 9 on (Sign, ConstantOfShape, Where...); older
 # models are converted to it first.
 MIN_OPSET = 9
+# integer operands the rules read as constants: when an exporter computes them from shapes, they
+# are evaluated once (see _fold_computed_operands)
+_REDUCE_AXES = dict.fromkeys(
+    ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2"), (1,)
+)
+CONSTANT_OPERANDS = {
+    "Slice": (1, 2, 3, 4),
+    "Pad": (1, 3),
+    "Tile": (1,),
+    "Gather": (1,),
+    "GatherElements": (1,),
+    "Resize": (3,),
+    **_REDUCE_AXES,
+    "ReduceSumSquare": (1,),
+    "ReduceLogSumExp": (1,),
+}
 
 
 def build_gradient_model(
@@ -49,6 +65,7 @@ def build_gradient_model(
     needed = _needed(graph, logits)
     active = [n for n in graph.node if any(o in needed and o in varied for o in n.output)]
     _check_rules(active, varied)
+    _fold_computed_operands(model, ctx, active)
     if logits not in varied:
         raise AuditError(f"output {logits!r} does not depend on input {image!r}")
     for name in wrt_tensors:
@@ -151,6 +168,25 @@ def _needed(graph: onnx.GraphProto, logits: str) -> set[str]:
         if set(node.output) & needed:
             needed |= set(node.input)
     return needed
+
+
+def _fold_computed_operands(
+    model: onnx.ModelProto, ctx: GradContext, active: list[onnx.NodeProto]
+) -> None:
+    """Integer operands of differentiated nodes that are computed (not constants) but
+    batch-independent become known constants, as rules read them (Slice starts, Pad pads)."""
+    names = sorted(
+        {
+            name
+            for node in active
+            for position, name in enumerate(node.input)
+            if position in CONSTANT_OPERANDS.get(node.op_type, ())
+            and name not in ctx.varied
+            and ctx.value(name) is None
+            and ctx.elem_type(name) in (TensorProto.INT64, TensorProto.INT32)
+        }
+    )
+    ctx.constants.update(computed_constants(model, names, {n: ctx.elem_type(n) for n in names}))
 
 
 def _check_rules(active: list[onnx.NodeProto], varied: set[str]) -> None:

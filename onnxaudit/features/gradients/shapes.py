@@ -97,15 +97,15 @@ def _incomplete(tensor_type: onnx.TypeProto.Tensor, batch: str) -> bool:
     )
 
 
-def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> dict[str, list]:
-    """Dims of `names` from forward runs: a dim that differs between batch sizes is None."""
+def _runs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> list[list]:
+    """The values of `names` in forward runs on random images, one list per probe batch size."""
     image = _image(model.graph)
     dims = [
         d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim
     ]
     if None in dims[1:] or not dims:
         raise AuditError(
-            f"cannot resolve the shapes of {names[0]!r} and {len(names) - 1} more tensors: "
+            f"cannot resolve {names[0]!r} and {len(names) - 1} more tensors: "
             "the image input needs static dims (only the batch may be dynamic)"
         )
     probe = onnx.ModelProto()
@@ -119,12 +119,35 @@ def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> d
     for batch in batches:
         x = rng.uniform(size=(batch, *dims[1:])).astype(dtype)
         try:
-            runs.append([a.shape for a in session.run(names, {image.name: x})])
+            runs.append(session.run(names, {image.name: x}))
         except Exception as exc:  # onnxruntime's own error types; e.g. a batch-size-bound graph
-            raise AuditError(f"shape probing failed: {str(exc).splitlines()[0]}") from exc
+            raise AuditError(f"probing the forward failed: {str(exc).splitlines()[0]}") from exc
+    return runs
+
+
+def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> dict[str, list]:
+    """Dims of `names` from forward runs: a dim that differs between batch sizes is None."""
     shapes = {}
-    for name, *observed in zip(names, *runs, strict=True):
-        first = observed[0]
-        varies = [len({s[i] for s in observed}) > 1 for i in range(len(first))]
+    for name, *observed in zip(names, *_runs(model, names, types), strict=True):
+        first = observed[0].shape
+        varies = [len({a.shape[i] for a in observed}) > 1 for i in range(len(first))]
         shapes[name] = [None if v else int(d) for d, v in zip(first, varies, strict=True)]
     return shapes
+
+
+def computed_constants(
+    model: onnx.ModelProto, names: list[str], types: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """Integer tensors computed from shapes (exporters' Shape -> Div -> Slice chains) whose value
+    is the same at every probed batch size: constants for the rules (Slice starts, Pad pads)."""
+    if not names:
+        return {}
+    try:
+        runs = _runs(model, names, types)
+    except AuditError:
+        return {}
+    return {
+        name: observed[0]
+        for name, *observed in zip(names, *runs, strict=True)
+        if all(a.shape == observed[0].shape and np.array_equal(a, observed[0]) for a in observed)
+    }
