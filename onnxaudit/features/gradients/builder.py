@@ -18,7 +18,7 @@ from onnxaudit.errors import AuditError
 from onnxaudit.features.gradients.context import FLOAT_TYPES, GradContext, describe_node
 from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
 from onnxaudit.features.gradients.rules import RULES
-from onnxaudit.features.gradients.shapes import computed_constants, resolved
+from onnxaudit.features.gradients.shapes import computed_constants, inferred, with_probed_shapes
 
 # Rules emit ops in the model's own opset from 9 on (Sign, ConstantOfShape, Where...); older
 # models are converted to it first.
@@ -64,13 +64,10 @@ def build_gradient_model(
     ctx.varied = varied = _varied(graph, image, ctx.types)
     needed = _needed(graph, logits)
     active = [n for n in graph.node if any(o in needed and o in varied for o in n.output)]
-    _check_rules(active, varied)
+    _check_rules(active, varied)  # before anything costly: unsupported ops fail fast
+    _check_path(image, logits, wrt_tensors, varied & needed)
+    ctx.dims.update(GradContext.dims_of(with_probed_shapes(model).graph))
     _fold_computed_operands(model, ctx, active)
-    if logits not in varied:
-        raise AuditError(f"output {logits!r} does not depend on input {image!r}")
-    for name in wrt_tensors:
-        if name not in varied or name not in needed:
-            raise AuditError(f"tensor {name!r} is not on the path from {image!r} to {logits!r}")
 
     scores = _as_matrix(ctx, logits)
     loss, seed = objective.emit(ctx, scores)
@@ -137,7 +134,7 @@ def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
             copy = version_converter.convert_version(copy, MIN_OPSET)
         except Exception as exc:
             raise AuditError(f"cannot convert opset {opset} model to {MIN_OPSET}: {exc}") from exc
-    return resolved(copy)
+    return inferred(copy)
 
 
 def _logits(graph: onnx.GraphProto) -> str:
@@ -168,6 +165,14 @@ def _needed(graph: onnx.GraphProto, logits: str) -> set[str]:
         if set(node.output) & needed:
             needed |= set(node.input)
     return needed
+
+
+def _check_path(image: str, logits: str, wrt_tensors: Sequence[str], on_path: set[str]) -> None:
+    if logits not in on_path:
+        raise AuditError(f"output {logits!r} does not depend on input {image!r}")
+    for name in wrt_tensors:
+        if name not in on_path:
+            raise AuditError(f"tensor {name!r} is not on the path from {image!r} to {logits!r}")
 
 
 def _fold_computed_operands(

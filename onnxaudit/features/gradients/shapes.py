@@ -19,12 +19,23 @@ PROBE_BATCHES = (1, 2)
 
 
 def resolved(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with value_info for every intermediate whose dims inference could not find."""
-    inferred = _inferred(model)
+    """`model` with value_info from inference, then probing for whatever inference missed."""
+    return with_probed_shapes(inferred(model))
+
+
+def inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with the value_info of onnx shape inference (symbolic data propagation)."""
+    shapes = _inferred(model)
     del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(shapes.graph.value_info)
     del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
+    model.graph.output.extend(shapes.graph.output)
+    return model
+
+
+def with_probed_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with value_info for the intermediates inference left open, from forward runs
+    (needs an onnxruntime session: done after the cheap checks)."""
     graph = model.graph
     known = {i.name: i.type.tensor_type for i in [*graph.input, *graph.value_info, *graph.output]}
     missing = _unresolved(graph, known)
