@@ -8,7 +8,6 @@ onnx.reference is far too slow at 224x224 (and wrong on LRN). One image, two dir
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest
