@@ -13,14 +13,15 @@ from onnxaudit.features.gradients.context import FLOAT_TYPES
 from onnxaudit.features.gradients.shapes import resolved
 
 DEFAULT_SHARE = 0.25  # of the machine's physical memory
-DEFAULT_CAP = 2 << 30  # bytes: the batch's share of a PGD run at default settings
-# peak bytes of onnxruntime running the gradient graph per sample / bytes of the forward
-# activations per sample: measured 1.56 (ResNet-18, 224x224) and 1.16 (zoo vgg); with margin
-OVERHEAD = 2.0
+DEFAULT_CAP = 3 << 29  # 1.5 GiB: PGD on a 320x320 ResNet-18 then peaks at ~2 GB in all
+# peak bytes of a PGD run per image in the batch / bytes of the forward activations per image:
+# measured 3.3 (ResNet-18 at 320x320, batch 22, onnxruntime's arena included), 1.6 (ResNet-18
+# at 224, growth from batch 8 to 16) and 1.2 (zoo vgg); the largest, with margin
+OVERHEAD = 3.5
 
 
 def default_max_memory() -> int:
-    """A quarter of physical memory, at most DEFAULT_CAP."""
+    """A quarter of physical memory, at most DEFAULT_CAP (1.5 GiB)."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
