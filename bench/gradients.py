@@ -312,7 +312,8 @@ def maxpool_study(threads: int, repeats: int) -> None:
         )
         feeds = {"x": x, "grad_logits": v}
         grads = [sessions[n].run(["input_grad"], feeds)[0] for n in ("onnxaudit", "scatter")]
-        assert np.array_equal(*grads), "the two backward formulations disagree"
+        # same cells; overlapping windows add their shares in another order (rounding only)
+        np.testing.assert_allclose(*grads, rtol=0, atol=1e-6 * np.abs(grads[1]).max())
         runs = {name: partial(sessions[name].run, None, feeds) for name in ("onnxaudit", "scatter")}
         runs["forward"] = partial(sessions["forward"].run, None, {"x": x})
         times = _best_ms(runs, repeats)
