@@ -364,7 +364,8 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patches(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.class_token.expand(len(x), -1, -1), tokens], 1) + self.position
+        cls = self.class_token.expand(x.shape[0], -1, -1)  # len(x) would trace as a constant
+        tokens = torch.cat([cls, tokens], 1) + self.position
         return self.head(self.ln(self.encoder(tokens))[:, 0])
 
 

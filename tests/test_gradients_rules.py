@@ -661,6 +661,15 @@ CASES = {
     "gather_constant_indices": Case(
         [N("Gather", ["x", "i"], ["y"], axis=2)], (2, 3, 4, 2), {"i": ints(3, 0, -1, 1, 3)}
     ),
+    "gather_leading_axis_before_batch": Case(
+        [
+            N("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+            N("Gather", ["t", "i"], ["g"], axis=0),
+            N("Transpose", ["g"], ["y"], perm=[1, 0, 2]),
+        ],
+        (2, 3, 4),
+        {"i": ints(2, 0, 2)},
+    ),
     "gather_scalar_index": Case(
         [N("Gather", ["x", "i"], ["y"], axis=1)], (2, 3, 4), {"i": np.asarray(1)}
     ),

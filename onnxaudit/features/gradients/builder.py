@@ -66,7 +66,9 @@ def build_gradient_model(
     active = [n for n in graph.node if any(o in needed and o in varied for o in n.output)]
     _check_rules(active, varied)  # before anything costly: unsupported ops fail fast
     _check_path(image, logits, wrt_tensors, varied & needed)
-    ctx.dims.update(GradContext.dims_of(with_probed_shapes(model).graph))
+    probed = with_probed_shapes(model).graph
+    ctx.dims.update(GradContext.dims_of(probed))
+    ctx.types.update({v.name: v.type.tensor_type.elem_type for v in probed.value_info})
     _fold_computed_operands(model, ctx, active)
 
     scores = _as_matrix(ctx, logits)

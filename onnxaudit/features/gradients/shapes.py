@@ -42,13 +42,13 @@ def with_probed_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     if not missing:
         return model
     try:
-        probed = _probe(model, missing, {n: known[n].elem_type for n in missing})
+        probed = _probe(model, missing, {n: known[n].elem_type for n in missing if n in known})
     except AuditError:
         return model  # the rules that need these shapes will say so
     by_name = {v.name: v for v in graph.value_info}
     outputs = {o.name for o in graph.output}
-    for name, dims in probed.items():
-        info = helper.make_tensor_value_info(name, known[name].elem_type, dims)
+    for name, (elem_type, dims) in probed.items():
+        info = helper.make_tensor_value_info(name, elem_type, dims)
         if name in by_name:
             by_name[name].CopyFrom(info)
         elif name not in outputs:
@@ -82,14 +82,14 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _unresolved(graph: onnx.GraphProto, known: dict[str, onnx.TypeProto.Tensor]) -> list[str]:
-    """Node outputs of known type whose dims inference left open."""
+    """Node outputs whose type or dims inference left open."""
     batch = _image(graph).type.tensor_type.shape.dim
     symbol = batch[0].dim_param if len(batch) else ""
     return [
         name
         for node in graph.node
         for name in node.output
-        if name in known and known[name].elem_type and _incomplete(known[name], symbol)
+        if name and (name not in known or _incomplete(known[name], symbol))
     ]
 
 
@@ -121,7 +121,12 @@ def _runs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> li
         )
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    probe.graph.output.extend(helper.make_tensor_value_info(n, types[n], None) for n in names)
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(n, types[n], None)
+        if types.get(n)
+        else onnx.ValueInfoProto(name=n)
+        for n in names
+    )
     session = create_session(probe, "cpu")
     dtype = helper.tensor_dtype_to_np_dtype(image.type.tensor_type.elem_type)
     rng = np.random.default_rng(0)
@@ -136,13 +141,17 @@ def _runs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> li
     return runs
 
 
-def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> dict[str, list]:
-    """Dims of `names` from forward runs: a dim that differs between batch sizes is None."""
+def _probe(
+    model: onnx.ModelProto, names: list[str], types: dict[str, int]
+) -> dict[str, tuple[int, list]]:
+    """Element type and dims of `names` from forward runs: a dim that differs between batch
+    sizes is None."""
     shapes = {}
     for name, *observed in zip(names, *_runs(model, names, types), strict=True):
         first = observed[0].shape
         varies = [len({a.shape[i] for a in observed}) > 1 for i in range(len(first))]
-        shapes[name] = [None if v else int(d) for d, v in zip(first, varies, strict=True)]
+        dims = [None if v else int(d) for d, v in zip(first, varies, strict=True)]
+        shapes[name] = (helper.np_dtype_to_tensor_dtype(observed[0].dtype), dims)
     return shapes
 
 
