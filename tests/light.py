@@ -7,12 +7,15 @@ architectures whose activations stay in a sane range.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+ROOT = Path(__file__).resolve().parents[1]
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 NAMES = [p.stem.removeprefix("light_") for p in sorted(LIGHT.glob("light_*.onnx"))]
 
@@ -68,3 +71,14 @@ def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
     graph.input.extend(inputs)
     model.ir_version = max(model.ir_version, 4)  # initializers need not be listed as inputs
     return model
+
+
+def bench_gradients() -> ModuleType:
+    """bench/gradients.py as a module: its TorchMirror runs these graphs in float64 (the
+    oracle of the light-graph tests) and its torch_input_gradient is the zoo tests' reference."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_gradients", ROOT / "bench" / "gradients.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

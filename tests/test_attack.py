@@ -156,3 +156,84 @@ def test_pgd10_breaks_vgg_but_not_vgg_adv() -> None:
             continue
         sigma = np.sqrt(max(torch_number * (1 - torch_number), 0.01) / result.n)
         assert abs(result.robust_accuracy - torch_number) <= 3 * sigma + 0.03, name
+
+
+# --- memory: batches sized from a budget ---------------------------------------------------------
+def large_input_model(size: int = 320) -> onnx.ModelProto:
+    """Conv(3->16) - Relu - Conv(16->16) - Relu - GlobalAveragePool - Gemm on size x size images:
+    ~26 MB of activations per image at 320x320."""
+    rng = np.random.default_rng(0)
+    inits = {
+        "w1": rng.normal(0, 0.3, (16, 3, 3, 3)),
+        "w2": rng.normal(0, 0.1, (16, 16, 3, 3)),
+        "fc": rng.normal(0, 0.3, (4, 16)),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "large",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_batch_is_sized_from_the_memory_budget() -> None:
+    model = large_input_model()
+    per_image = 4 * 320 * 320 * (3 + 16 * 4) + 4 * (16 * 2 + 4)  # input, 4 maps, pooled, logits
+    grad = InputGradient(model, device="cpu", max_memory=200 << 20)
+    assert grad.activation_bytes == per_image
+    assert grad.batch_size == int((200 << 20) // (3.5 * per_image))  # OVERHEAD 3.5: 2 images
+    assert InputGradient(model, device="cpu", max_memory=1).batch_size == 1
+    assert InputGradient(model, device="cpu", batch_size=2, max_memory=1 << 40).batch_size == 2
+
+
+PEAK_SCRIPT = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_attack import large_input_model
+from onnxaudit.analyses.robustness import robustness
+from onnxaudit.features.gradients import CrossEntropy, InputGradient
+n = int(sys.argv[1])
+grad = InputGradient(large_input_model(), CrossEntropy(), "cpu", 1, max_memory=150 << 20)
+x = np.random.default_rng(0).uniform(size=(n, 3, 320, 320)).astype(np.float32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+robustness(grad, x, np.zeros(n, dtype=np.int64), eps=0.03, steps=2)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_pgd_memory_stays_bounded_whatever_the_data_set_size() -> None:
+    """Peak memory of robustness() beyond its inputs: bounded by the budget, and the same for
+    4 and 24 images (one gradient batch at a time; the adversarial copy is the only
+    dataset-sized array)."""
+    import subprocess
+    import sys
+
+    script = PEAK_SCRIPT.format(tests=str(ROOT / "tests"))
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    growth = {}
+    for n in (4, 24):
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(n)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
+        growth[n] = int(out.stdout.split()[-1])
+    image = 3 * 320 * 320 * 4
+    assert growth[4] <= (150 << 20) + 8 * image, growth
+    assert growth[24] - growth[4] <= 2 * 20 * image, growth  # x_adv for the 20 extra images

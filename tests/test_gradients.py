@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from light import bench_gradients
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxaudit.errors import AuditError
@@ -126,13 +126,6 @@ def test_mismatched_labels_are_reported() -> None:
 
 
 # --- whole models --------------------------------------------------------------------------------
-def _bench_module():
-    spec = importlib.util.spec_from_file_location(
-        "bench_gradients", ROOT / "bench" / "gradients.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _torch_cnn():
@@ -224,7 +217,7 @@ def test_zoo_model_matches_finite_differences(path: Path) -> None:
 @pytest.mark.parametrize("path", ZOO_MODELS, ids=[p.name for p in ZOO_MODELS])
 def test_zoo_model_matches_torch_autograd(path: Path) -> None:
     torch = pytest.importorskip("torch")
-    bench = _bench_module()
+    bench = bench_gradients()
     model = onnx.load(path)
     data = np.load(ROOT / "models" / "data" / "fashion-mnist-test-subset.npz")
     x = data["x"][::50, None].astype(np.float32) / 255

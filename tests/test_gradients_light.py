@@ -8,29 +8,16 @@ onnx.reference is far too slow at 224x224 (and wrong on LRN). One image, two dir
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import onnx
 import pytest
-from light import NAMES, light_model
+from light import NAMES, bench_gradients, light_model
 
 from onnxaudit.analyses.robustness import pgd
 from onnxaudit.features.gradients import CrossEntropy, InputGradient
 
-ROOT = Path(__file__).resolve().parents[1]
 HEAVY = {"bvlc_alexnet", "vgg19", "zfnet512", "resnet50", "densenet121", "inception_v2"}
 PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in NAMES]
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location(
-        "bench_gradients", ROOT / "bench" / "gradients.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _logits_graph(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -65,7 +52,7 @@ def _calibrated(model: onnx.ModelProto, bench, torch) -> onnx.ModelProto:
 def test_light_graph_gradient_and_pgd(name: str) -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    bench = _bench_module()
+    bench = bench_gradients()
     model = _calibrated(light_model(name, seed=0), bench, torch)
     rng = np.random.default_rng(5)
     x = rng.uniform(0, 1, size=(1, 3, 224, 224)).astype(np.float32)

@@ -661,6 +661,15 @@ CASES = {
     "gather_constant_indices": Case(
         [N("Gather", ["x", "i"], ["y"], axis=2)], (2, 3, 4, 2), {"i": ints(3, 0, -1, 1, 3)}
     ),
+    "gather_leading_axis_before_batch": Case(
+        [
+            N("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+            N("Gather", ["t", "i"], ["g"], axis=0),
+            N("Transpose", ["g"], ["y"], perm=[1, 0, 2]),
+        ],
+        (2, 3, 4),
+        {"i": ints(2, 0, 2)},
+    ),
     "gather_scalar_index": Case(
         [N("Gather", ["x", "i"], ["y"], axis=1)], (2, 3, 4), {"i": np.asarray(1)}
     ),
@@ -843,14 +852,32 @@ def test_every_required_op_has_a_rule_and_a_case() -> None:
 
 
 @pytest.mark.parametrize(
-    "kernel, stride, pad, ceil",
-    [(3, 2, 1, 0), (2, 2, 0, 0), (2, 2, 1, 0), (2, 2, 0, 1), (3, 3, 0, 1)],
-    ids=["overlapping", "tiling", "tiling_padded", "tiling_ceil", "tiling_k3_ceil"],
+    "kernel, stride, pad, ceil, opset",
+    [
+        (3, 2, 1, 0, 18),
+        (3, 2, 1, 0, 11),
+        (3, 2, 0, 1, 11),
+        (2, 2, 0, 0, 18),
+        (2, 2, 1, 0, 18),
+        (2, 2, 0, 1, 18),
+        (3, 3, 0, 1, 18),
+    ],
+    ids=[
+        "overlapping_scatter",
+        "overlapping_onehot_opset11",
+        "overlapping_onehot_ceil_opset11",
+        "tiling",
+        "tiling_padded",
+        "tiling_ceil",
+        "tiling_k3_ceil",
+    ],
 )
-def test_maxpool_ties_route_to_first_cell(kernel: int, stride: int, pad: int, ceil: int) -> None:
+def test_maxpool_ties_route_to_first_cell(
+    kernel: int, stride: int, pad: int, ceil: int, opset: int
+) -> None:
     """Tied windows: torch and onnxruntime give the gradient to the first cell (row-major)."""
     attrs = dict(kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4, ceil_mode=ceil)
-    case = Case([N("MaxPool", ["x"], ["y"], **attrs)], (1, 1, 5, 5))
+    case = Case([N("MaxPool", ["x"], ["y"], **attrs)], (1, 1, 5, 5), opset=opset)
     x = np.zeros((1, 1, 5, 5))
     x[0, 0, 2, 2] = x[0, 0, 2, 3] = x[0, 0, 3, 2] = 1.0  # ties inside windows, and across them
     out = ReferenceEvaluator(case.model(F64)).run(None, {"x": x})[0].size

@@ -50,18 +50,21 @@ def pgd(
         raise AuditError(f"eps and steps must be >= 0 (got eps={eps}, steps={steps})")
     targeted = grad.objective.targeted if targeted is None else targeted
     step = 2.5 * eps / max(steps, 1) if step is None else step
-    sign = -1.0 if targeted else 1.0
-    x = np.asarray(x, dtype=np.float32)
-    low, high = np.maximum(x - eps, clip[0]), np.minimum(x + eps, clip[1])
+    sign = np.float32(-step if targeted else step)
+    x, labels = np.asarray(x, dtype=np.float32), np.asarray(labels)
+    chunks = _chunks(grad, len(x))
     x_adv = x.copy()
     if random_start:
-        noise = start_noise(seed, eps, x.shape) if noise is None else noise
-        x_adv = np.clip(x + noise.astype(np.float32), low, high)
+        rng = None if noise is not None else np.random.default_rng(seed)
+        for part in chunks:  # drawn chunk by chunk (the same numbers as one whole-batch draw)
+            start = noise[part] if rng is None else rng.uniform(-eps, eps, size=x[part].shape)
+            x_adv[part] = _project(x[part] + start.astype(np.float32), x[part], eps, clip)
     if callback is not None:
         callback(0, x_adv)
     for i in range(1, steps + 1):
-        direction = np.sign(grad(x_adv, labels).input_grad)
-        x_adv = np.clip(x_adv + np.float32(sign * step) * direction, low, high)
+        for part in chunks:  # in place, one gradient batch at a time: memory stays bounded
+            direction = np.sign(grad(x_adv[part], labels[part]).input_grad)
+            x_adv[part] = _project(x_adv[part] + sign * direction, x[part], eps, clip)
         if callback is not None:
             callback(i, x_adv)
     return x_adv
@@ -70,6 +73,21 @@ def pgd(
 def start_noise(seed: int | np.random.SeedSequence, eps: float, shape: tuple) -> np.ndarray:
     """The uniform random start of PGD, drawn for a whole batch."""
     return np.random.default_rng(seed).uniform(-eps, eps, size=shape)
+
+
+def _chunks(grad: InputGradient, n: int) -> list[slice]:
+    return [slice(i, i + grad.batch_size) for i in range(0, n, grad.batch_size)]
+
+
+def _correct(grad: InputGradient, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether each image is classified as its label, one gradient batch at a time."""
+    parts = [grad(x[p], y[p]).logits.argmax(1) == y[p] for p in _chunks(grad, len(x))]
+    return np.concatenate(parts)
+
+
+def _project(z: np.ndarray, x: np.ndarray, eps: float, clip: tuple[float, float]) -> np.ndarray:
+    """Into the L-inf ball of radius eps around x, intersected with the valid pixel range."""
+    return np.clip(z, np.maximum(x - eps, clip[0]), np.minimum(x + eps, clip[1]))
 
 
 @dataclass
@@ -113,16 +131,20 @@ def robustness(
     device: str = "auto",
     threads: int | None = None,
     batch_size: int = 256,
+    max_memory: int | None = None,
 ) -> RobustnessResult:
-    """Clean and PGD-`steps` robust accuracy at L-inf radius `eps` on canonical images."""
+    """Clean and PGD-`steps` robust accuracy at L-inf radius `eps` on canonical images.
+
+    `batch_size` caps the gradient batch, `max_memory` (bytes; default a safe share of the
+    machine) sizes it from the graph's activations; a fixed-batch model runs per its batch."""
     grad = model
     if not isinstance(grad, InputGradient):
-        grad = InputGradient(model, CrossEntropy(), device, threads, batch_size)
+        grad = InputGradient(model, CrossEntropy(), device, threads, batch_size, max_memory)
     y = np.asarray(y, dtype=np.int64)
     step = 2.5 * eps / max(steps, 1) if step is None else step
-    clean = grad(x, y).logits.argmax(1) == y
-    x_adv = pgd(grad, x, y, eps, step, steps, False, random_start, seed)
-    robust = grad(x_adv, y).logits.argmax(1) == y
+    x = np.asarray(x, dtype=np.float32)
+    clean = _correct(grad, x, y)
+    robust = _correct(grad, pgd(grad, x, y, eps, step, steps, False, random_start, seed), y)
     return RobustnessResult.of(clean, robust, eps, steps, step)
 
 
@@ -148,9 +170,9 @@ def pgd_shard(
         )
 
     grad = worker_cache("pgd-grad", model, (device, threads, batch_size), build)
-    clean = grad(x, y).logits.argmax(1) == y
+    clean = _correct(grad, x, y)
     x_adv = pgd(grad, x, y, eps, step, steps, False, noise is not None, noise=noise)
-    return clean, grad(x_adv, y).logits.argmax(1) == y
+    return clean, _correct(grad, x_adv, y)
 
 
 def sharded_robustness(

@@ -12,17 +12,33 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, version_converter
+from onnx import TensorProto, helper, version_converter
 
 from onnxaudit.errors import AuditError
 from onnxaudit.features.gradients.context import FLOAT_TYPES, GradContext, describe_node
 from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
 from onnxaudit.features.gradients.rules import RULES
-from onnxaudit.features.gradients.shapes import resolved
+from onnxaudit.features.gradients.shapes import computed_constants, inferred, with_probed_shapes
 
 # Rules emit ops in the model's own opset from 9 on (Sign, ConstantOfShape, Where...); older
 # models are converted to it first.
 MIN_OPSET = 9
+# integer operands the rules read as constants: when an exporter computes them from shapes, they
+# are evaluated once (see _fold_computed_operands)
+_REDUCE_AXES = dict.fromkeys(
+    ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2"), (1,)
+)
+CONSTANT_OPERANDS = {
+    "Slice": (1, 2, 3, 4),
+    "Pad": (1, 3),
+    "Tile": (1,),
+    "Gather": (1,),
+    "GatherElements": (1,),
+    "Resize": (3,),
+    **_REDUCE_AXES,
+    "ReduceSumSquare": (1,),
+    "ReduceLogSumExp": (1,),
+}
 
 
 def build_gradient_model(
@@ -48,12 +64,12 @@ def build_gradient_model(
     ctx.varied = varied = _varied(graph, image, ctx.types)
     needed = _needed(graph, logits)
     active = [n for n in graph.node if any(o in needed and o in varied for o in n.output)]
-    _check_rules(active, varied)
-    if logits not in varied:
-        raise AuditError(f"output {logits!r} does not depend on input {image!r}")
-    for name in wrt_tensors:
-        if name not in varied or name not in needed:
-            raise AuditError(f"tensor {name!r} is not on the path from {image!r} to {logits!r}")
+    _check_rules(active, varied)  # before anything costly: unsupported ops fail fast
+    _check_path(image, logits, wrt_tensors, varied & needed)
+    probed = with_probed_shapes(model).graph
+    ctx.dims.update(GradContext.dims_of(probed))
+    ctx.types.update({v.name: v.type.tensor_type.elem_type for v in probed.value_info})
+    _fold_computed_operands(model, ctx, active)
 
     scores = _as_matrix(ctx, logits)
     loss, seed = objective.emit(ctx, scores)
@@ -120,7 +136,7 @@ def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
             copy = version_converter.convert_version(copy, MIN_OPSET)
         except Exception as exc:
             raise AuditError(f"cannot convert opset {opset} model to {MIN_OPSET}: {exc}") from exc
-    return resolved(copy)
+    return inferred(copy)
 
 
 def _logits(graph: onnx.GraphProto) -> str:
@@ -151,6 +167,33 @@ def _needed(graph: onnx.GraphProto, logits: str) -> set[str]:
         if set(node.output) & needed:
             needed |= set(node.input)
     return needed
+
+
+def _check_path(image: str, logits: str, wrt_tensors: Sequence[str], on_path: set[str]) -> None:
+    if logits not in on_path:
+        raise AuditError(f"output {logits!r} does not depend on input {image!r}")
+    for name in wrt_tensors:
+        if name not in on_path:
+            raise AuditError(f"tensor {name!r} is not on the path from {image!r} to {logits!r}")
+
+
+def _fold_computed_operands(
+    model: onnx.ModelProto, ctx: GradContext, active: list[onnx.NodeProto]
+) -> None:
+    """Integer operands of differentiated nodes that are computed (not constants) but
+    batch-independent become known constants, as rules read them (Slice starts, Pad pads)."""
+    names = sorted(
+        {
+            name
+            for node in active
+            for position, name in enumerate(node.input)
+            if position in CONSTANT_OPERANDS.get(node.op_type, ())
+            and name not in ctx.varied
+            and ctx.value(name) is None
+            and ctx.elem_type(name) in (TensorProto.INT64, TensorProto.INT32)
+        }
+    )
+    ctx.constants.update(computed_constants(model, names, {n: ctx.elem_type(n) for n in names}))
 
 
 def _check_rules(active: list[onnx.NodeProto], varied: set[str]) -> None:

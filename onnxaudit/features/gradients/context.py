@@ -54,15 +54,11 @@ class GradContext:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
-        self.types: dict[str, int] = {}
-        self.dims: dict[str, tuple[int | None, ...]] = {}
-        for info in [*graph.input, *graph.value_info, *graph.output]:
-            tensor_type = info.type.tensor_type
-            self.types[info.name] = tensor_type.elem_type
-            if tensor_type.HasField("shape"):
-                self.dims[info.name] = tuple(
-                    d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
-                )
+        self.types = {
+            info.name: info.type.tensor_type.elem_type
+            for info in [*graph.input, *graph.value_info, *graph.output]
+        }
+        self.dims = self.dims_of(graph)
         self.constants: dict[str, np.ndarray] = {}
         for init in graph.initializer:
             self.constants[init.name] = numpy_helper.to_array(init)
@@ -77,6 +73,18 @@ class GradContext:
         self._taken |= {i.name for i in [*graph.input, *graph.output, *graph.initializer]}
         self._count = 0
         self._shape_ops: dict[str, str] = {}
+
+    @staticmethod
+    def dims_of(graph: onnx.GraphProto) -> dict[str, tuple[int | None, ...]]:
+        """Static dims per tensor from the graph's value infos (None: unknown dim)."""
+        dims = {}
+        for info in [*graph.input, *graph.value_info, *graph.output]:
+            tensor_type = info.type.tensor_type
+            if tensor_type.HasField("shape"):
+                dims[info.name] = tuple(
+                    d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
+                )
+        return dims
 
     # --- names and emission -------------------------------------------------------------------
     def fresh(self, hint: str) -> str:

@@ -10,6 +10,11 @@ from onnx import helper
 
 from onnxaudit.errors import AuditError
 from onnxaudit.features.gradients.builder import build_gradient_model
+from onnxaudit.features.gradients.memory import (
+    activation_bytes,
+    batch_for_budget,
+    default_max_memory,
+)
 from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
 from onnxaudit.features.runtime import create_session
 
@@ -26,8 +31,10 @@ class GradientResult:
 class InputGradient:
     """d objective / d input of an ONNX classifier, computed by onnxruntime alone.
 
-    Large batches are cut into chunks of `batch_size` (the backward graph keeps every activation
-    alive); chunk results are combined so the answer equals one pass over the whole batch.
+    Large batches are cut into chunks (the backward graph keeps every activation alive): at most
+    `batch_size` images, fewer when the graph's activations would not fit `max_memory` bytes
+    (default: `memory.default_max_memory()`), exactly the model's batch when it is fixed. Chunk
+    results are combined so the answer equals one pass over the whole batch.
     """
 
     def __init__(
@@ -37,10 +44,16 @@ class InputGradient:
         device: str = "auto",
         threads: int | None = None,
         batch_size: int = 256,
+        max_memory: int | None = None,
     ) -> None:
         self.objective = objective or CrossEntropy()
-        self.batch_size = batch_size
         self.proto = build_gradient_model(model, self.objective)
+        self.max_memory = default_max_memory() if max_memory is None else int(max_memory)
+        self.activation_bytes = activation_bytes(model)
+        self.fixed_batch = _fixed_batch(model)
+        self.batch_size = self.fixed_batch or batch_for_budget(
+            self.activation_bytes, self.max_memory, batch_size
+        )
         self.session = create_session(self.proto, device, threads)
         initializers = {t.name for t in model.graph.initializer}
         images = [i for i in model.graph.input if i.name not in initializers]
@@ -58,6 +71,10 @@ class InputGradient:
             raise AuditError("no images to differentiate")
         if len(x) != len(target):
             raise AuditError(f"{len(x)} images but {len(target)} {self.objective.input_name}")
+        if self.fixed_batch and len(x) % self.fixed_batch:
+            raise AuditError(
+                f"the model takes batches of exactly {self.fixed_batch}; got {len(x)} images"
+            )
         losses, logits, grads = [], [], []
         for start in range(0, len(x), self.batch_size):
             chunk = slice(start, start + self.batch_size)
@@ -74,3 +91,11 @@ class InputGradient:
         else:
             loss = np.sum(losses, axis=0)
         return GradientResult(loss, np.concatenate(logits), np.concatenate(grads))
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The image input's batch size when the graph fixes it (e.g. 1), else None."""
+    initializers = {t.name for t in model.graph.initializer}
+    image = next(i for i in model.graph.input if i.name not in initializers)
+    dims = image.type.tensor_type.shape.dim
+    return dims[0].dim_value if len(dims) and dims[0].HasField("dim_value") else None

@@ -19,25 +19,36 @@ PROBE_BATCHES = (1, 2)
 
 
 def resolved(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with value_info for every intermediate whose dims inference could not find."""
-    inferred = _inferred(model)
+    """`model` with value_info from inference, then probing for whatever inference missed."""
+    return with_probed_shapes(inferred(model))
+
+
+def inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with the value_info of onnx shape inference (symbolic data propagation)."""
+    shapes = _inferred(model)
     del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(shapes.graph.value_info)
     del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
+    model.graph.output.extend(shapes.graph.output)
+    return model
+
+
+def with_probed_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with value_info for the intermediates inference left open, from forward runs
+    (needs an onnxruntime session: done after the cheap checks)."""
     graph = model.graph
     known = {i.name: i.type.tensor_type for i in [*graph.input, *graph.value_info, *graph.output]}
     missing = _unresolved(graph, known)
     if not missing:
         return model
     try:
-        probed = _probe(model, missing, {n: known[n].elem_type for n in missing})
+        probed = _probe(model, missing, {n: known[n].elem_type for n in missing if n in known})
     except AuditError:
         return model  # the rules that need these shapes will say so
     by_name = {v.name: v for v in graph.value_info}
     outputs = {o.name for o in graph.output}
-    for name, dims in probed.items():
-        info = helper.make_tensor_value_info(name, known[name].elem_type, dims)
+    for name, (elem_type, dims) in probed.items():
+        info = helper.make_tensor_value_info(name, elem_type, dims)
         if name in by_name:
             by_name[name].CopyFrom(info)
         elif name not in outputs:
@@ -71,14 +82,14 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _unresolved(graph: onnx.GraphProto, known: dict[str, onnx.TypeProto.Tensor]) -> list[str]:
-    """Node outputs of known type whose dims inference left open."""
+    """Node outputs whose type or dims inference left open."""
     batch = _image(graph).type.tensor_type.shape.dim
     symbol = batch[0].dim_param if len(batch) else ""
     return [
         name
         for node in graph.node
         for name in node.output
-        if name in known and known[name].elem_type and _incomplete(known[name], symbol)
+        if name and (name not in known or _incomplete(known[name], symbol))
     ]
 
 
@@ -97,20 +108,25 @@ def _incomplete(tensor_type: onnx.TypeProto.Tensor, batch: str) -> bool:
     )
 
 
-def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> dict[str, list]:
-    """Dims of `names` from forward runs: a dim that differs between batch sizes is None."""
+def _runs(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> list[list]:
+    """The values of `names` in forward runs on random images, one list per probe batch size."""
     image = _image(model.graph)
     dims = [
         d.dim_value if d.HasField("dim_value") else None for d in image.type.tensor_type.shape.dim
     ]
     if None in dims[1:] or not dims:
         raise AuditError(
-            f"cannot resolve the shapes of {names[0]!r} and {len(names) - 1} more tensors: "
+            f"cannot resolve {names[0]!r} and {len(names) - 1} more tensors: "
             "the image input needs static dims (only the batch may be dynamic)"
         )
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    probe.graph.output.extend(helper.make_tensor_value_info(n, types[n], None) for n in names)
+    probe.graph.output.extend(
+        helper.make_tensor_value_info(n, types[n], None)
+        if types.get(n)
+        else onnx.ValueInfoProto(name=n)
+        for n in names
+    )
     session = create_session(probe, "cpu")
     dtype = helper.tensor_dtype_to_np_dtype(image.type.tensor_type.elem_type)
     rng = np.random.default_rng(0)
@@ -119,12 +135,39 @@ def _probe(model: onnx.ModelProto, names: list[str], types: dict[str, int]) -> d
     for batch in batches:
         x = rng.uniform(size=(batch, *dims[1:])).astype(dtype)
         try:
-            runs.append([a.shape for a in session.run(names, {image.name: x})])
+            runs.append(session.run(names, {image.name: x}))
         except Exception as exc:  # onnxruntime's own error types; e.g. a batch-size-bound graph
-            raise AuditError(f"shape probing failed: {str(exc).splitlines()[0]}") from exc
+            raise AuditError(f"probing the forward failed: {str(exc).splitlines()[0]}") from exc
+    return runs
+
+
+def _probe(
+    model: onnx.ModelProto, names: list[str], types: dict[str, int]
+) -> dict[str, tuple[int, list]]:
+    """Element type and dims of `names` from forward runs: a dim that differs between batch
+    sizes is None."""
     shapes = {}
-    for name, *observed in zip(names, *runs, strict=True):
-        first = observed[0]
-        varies = [len({s[i] for s in observed}) > 1 for i in range(len(first))]
-        shapes[name] = [None if v else int(d) for d, v in zip(first, varies, strict=True)]
+    for name, *observed in zip(names, *_runs(model, names, types), strict=True):
+        first = observed[0].shape
+        varies = [len({a.shape[i] for a in observed}) > 1 for i in range(len(first))]
+        dims = [None if v else int(d) for d, v in zip(first, varies, strict=True)]
+        shapes[name] = (helper.np_dtype_to_tensor_dtype(observed[0].dtype), dims)
     return shapes
+
+
+def computed_constants(
+    model: onnx.ModelProto, names: list[str], types: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """Integer tensors computed from shapes (exporters' Shape -> Div -> Slice chains) whose value
+    is the same at every probed batch size: constants for the rules (Slice starts, Pad pads)."""
+    if not names:
+        return {}
+    try:
+        runs = _runs(model, names, types)
+    except AuditError:
+        return {}
+    return {
+        name: observed[0]
+        for name, *observed in zip(names, *runs, strict=True)
+        if all(a.shape == observed[0].shape and np.array_equal(a, observed[0]) for a in observed)
+    }

@@ -150,11 +150,14 @@ def gather(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
         ctx.static_dims(x, node)
     indices = ctx.constant(node.input[1], node, "indices").reshape(-1)
     onehot = (np.mod(indices, size)[:, None] == np.arange(size)[None, :]).astype(ctx.np_dtype(x))
-    after = dims[axis + 1 :]
-    if None in after:
-        ctx.static_dims(x, node, start=axis + 1)
-    inner = int(np.prod(after))
-    grad = ctx.op("Reshape", [grads[0], ctx.ints([-1, len(indices), inner])])
+    before, after = dims[:axis], dims[axis + 1 :]
+    if None not in after:  # the batch (or nothing unknown) before the axis
+        split = [-1, len(indices), int(np.prod(after))]
+    elif None not in before:  # e.g. attention's stacked (3, L, N, E) q/k/v
+        split = [int(np.prod(before)), len(indices), -1]
+    else:
+        ctx.static_dims(x, node, start=axis + 1)  # raises a clear error
+    grad = ctx.op("Reshape", [grads[0], ctx.ints(split)])
     grad = ctx.op("MatMul", [ctx.const(np.ascontiguousarray(onehot.T), "onehot"), grad])
     return only_first(node, ctx.reshape_like(grad, x))
 
