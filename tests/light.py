@@ -7,7 +7,6 @@ architectures whose activations stay in a sane range.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -73,12 +72,9 @@ def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def bench_gradients() -> ModuleType:
-    """bench/gradients.py as a module: its TorchMirror runs these graphs in float64 (the
-    oracle of the light-graph tests) and its torch_input_gradient is the zoo tests' reference."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_gradients", ROOT / "bench" / "gradients.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def torch_oracle_module() -> ModuleType:
+    """The torch oracle (tests/torch_oracle.py): its TorchMirror runs these graphs in float64 and
+    its torch_input_gradient is the zoo tests' reference."""
+    import torch_oracle
+
+    return torch_oracle

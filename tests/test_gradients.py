@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from light import bench_gradients
+from light import torch_oracle_module
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxaudit.errors import AuditError
@@ -217,7 +217,7 @@ def test_zoo_model_matches_finite_differences(path: Path) -> None:
 @pytest.mark.parametrize("path", ZOO_MODELS, ids=[p.name for p in ZOO_MODELS])
 def test_zoo_model_matches_torch_autograd(path: Path) -> None:
     torch = pytest.importorskip("torch")
-    bench = bench_gradients()
+    bench = torch_oracle_module()
     model = onnx.load(path)
     data = np.load(ROOT / "models" / "data" / "fashion-mnist-test-subset.npz")
     x = data["x"][::50, None].astype(np.float32) / 255

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from light import NAMES, bench_gradients, light_model
+from light import NAMES, light_model, torch_oracle_module
 
 from onnxaudit.analyses.robustness import pgd
 from onnxaudit.features.gradients import CrossEntropy, InputGradient
@@ -52,7 +52,7 @@ def _calibrated(model: onnx.ModelProto, bench, torch) -> onnx.ModelProto:
 def test_light_graph_gradient_and_pgd(name: str) -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    bench = bench_gradients()
+    bench = torch_oracle_module()
     model = _calibrated(light_model(name, seed=0), bench, torch)
     rng = np.random.default_rng(5)
     x = rng.uniform(0, 1, size=(1, 3, 224, 224)).astype(np.float32)
