@@ -90,8 +90,7 @@ def run_robustness(
 ) -> AnalysisResult:
     from onnxaudit.analyses.robustness import sharded_robustness
 
-    progress("robustness: PGD", 0, 1)
-    result = sharded_robustness(
+    return sharded_robustness(
         pm.proto,
         data.images(pm.info.input_shape),
         np.asarray(data.labels, dtype=np.int64),
@@ -102,9 +101,8 @@ def run_robustness(
         device=settings.device,
         threads=settings.threads,
         batch_size=settings.batch_size,
+        progress=progress,
     )
-    progress("robustness: PGD", 1, 1)
-    return result
 
 
 # The analyses in the order they run; tests and extensions may swap an entry.

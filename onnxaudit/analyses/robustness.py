@@ -15,6 +15,7 @@ import onnx
 
 from onnxaudit.errors import AuditError
 from onnxaudit.features.gradients import CrossEntropy, InputGradient
+from onnxaudit.progress import ProgressFn, silent
 
 if TYPE_CHECKING:
     from onnxaudit.executors import Executor
@@ -160,8 +161,10 @@ def pgd_shard(
     device: str,
     threads: int | None,
     batch_size: int,
+    progress: ProgressFn = silent,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(clean correct, robust correct) of one data shard: the unit of work of sharded PGD."""
+    """(clean correct, robust correct) of one data shard: the unit of work of sharded PGD;
+    `progress` (in-process only) sees each of its steps."""
     from onnxaudit.executors import worker_cache
 
     def build() -> InputGradient:
@@ -171,7 +174,8 @@ def pgd_shard(
 
     grad = worker_cache("pgd-grad", model, (device, threads, batch_size), build)
     clean = _correct(grad, x, y)
-    x_adv = pgd(grad, x, y, eps, step, steps, False, noise is not None, noise=noise)
+    x_adv = pgd(grad, x, y, eps, step, steps, False, noise is not None, noise=noise,
+                callback=lambda i, _: progress("robustness: PGD steps", i, steps))  # fmt: skip
     return clean, _correct(grad, x_adv, y)
 
 
@@ -187,6 +191,7 @@ def sharded_robustness(
     threads: int | None = None,
     batch_size: int = 256,
     executor: Executor | None = None,
+    progress: ProgressFn = silent,
 ) -> RobustnessResult:
     """`robustness` (random start) cut into data shards of whole batches on `executor`: the
     start noise is drawn once for all images and sliced, so any cut gives the same answer."""
@@ -203,10 +208,12 @@ def sharded_robustness(
             f"robustness images {a}..{b - 1}",
             pgd_shard,
             (payload, x[a:b], y[a:b], noise[a:b], eps, step, steps, device, threads, batch_size),
+            local={"progress": progress},
         )
         for a, b in shard_bounds(len(y), executor.slots, batch_size)
     ]
-    parts = executor.run(tasks)
+    on_done = None if len(tasks) == 1 else lambda i, n: progress("robustness: PGD shards", i, n)
+    parts = executor.run(tasks, on_done)
     clean = np.concatenate([c for c, _ in parts])
     robust = np.concatenate([r for _, r in parts])
     return RobustnessResult.of(clean, robust, eps, steps, step)
