@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxaudit.seeds import child
+from onnxaudit.seeds import as_int, child
 
 SeedLike = int | np.integer | np.random.SeedSequence | np.random.Generator
 
@@ -19,13 +19,9 @@ def restart_seeds(seed: SeedLike, n: int) -> list[int]:
     if isinstance(seed, np.random.Generator):
         seed = np.random.SeedSequence(int(seed.integers(2**63)))
     if isinstance(seed, np.random.SeedSequence):
-        return [_as_int(child(seed, i)) for i in range(n)]  # stateless: same for every call
+        return [as_int(child(seed, i)) for i in range(n)]  # stateless: same for every call
     first = int(seed)
-    return [first, *(_as_int(c) for c in np.random.SeedSequence(first).spawn(n - 1))][:n]
-
-
-def _as_int(sequence: np.random.SeedSequence) -> int:
-    return int(sequence.generate_state(1, np.uint32)[0])
+    return [first, *(as_int(child(first, i)) for i in range(n - 1))][:n]
 
 
 def spread(values: np.ndarray) -> np.ndarray:
