@@ -78,6 +78,7 @@ def run_patterns(
         canvas=settings.patterns_canvases,
         epochs=settings.patterns_epochs,
         threads=settings.threads,
+        max_memory=settings.max_memory,
     )
 
 
@@ -102,6 +103,7 @@ def run_robustness(
         threads=settings.threads,
         batch_size=settings.batch_size,
         progress=progress,
+        max_memory=settings.max_memory,
     )
 
 

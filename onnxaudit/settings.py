@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 ANALYSIS_NAMES = ("knowledge", "patterns", "robustness")
 DEVICES = ("auto", "cpu", "cuda")
 CANVASES = ("confident", "white", "free")
+MIN_MEMORY = 16 << 20  # bytes: below this no gradient batch of a real model fits
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Settings:
     device: str = "auto"
     threads: int | None = None
     batch_size: int = 128
+    max_memory: int | None = None  # bytes for gradient batches; None: a safe share of the machine
     skip: frozenset[str] = frozenset()
     # knowledge points
     layers: tuple[str, ...] | None = None
@@ -121,6 +123,7 @@ class Settings:
         _at_least("--knowledge-per-class", self.knowledge_per_class, 1, optional=True)
         _at_least("--threads", self.threads, 0, optional=True)  # 0 or None: all cores
         _at_least("--batch-size", self.batch_size, 1)
+        _at_least("--max-memory", self.max_memory, MIN_MEMORY, optional=True)
         _at_least("--steps", self.pgd_steps, 1)
         if self.device not in DEVICES:
             raise AuditError(f"--device takes {', '.join(DEVICES)}, got {self.device!r}")

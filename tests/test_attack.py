@@ -237,3 +237,47 @@ def test_pgd_memory_stays_bounded_whatever_the_data_set_size() -> None:
     image = 3 * 320 * 320 * 4
     assert growth[4] <= (150 << 20) + 8 * image, growth
     assert growth[24] - growth[4] <= 2 * 20 * image, growth  # x_adv for the 20 extra images
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [("2G", 2 << 30), ("1.5GiB", 3 << 29), ("800M", 800 << 20), ("64mb", 64 << 20),
+     ("123456789", 123456789), ("512 KiB", 512 << 10)],
+)  # fmt: skip
+def test_memory_sizes_are_parsed(text: str, size: int) -> None:
+    from onnxaudit.cli.options import parse_size
+
+    assert parse_size("--max-memory", text) == size
+
+
+def test_cli_max_memory_sizes_the_pgd_batches(tmp_path: Path, monkeypatch) -> None:
+    """`attack --max-memory` reaches the gradient runner and result.json; a bad size or one too
+    small to hold any batch is a usage error before any work."""
+    from typer.testing import CliRunner
+
+    from onnxaudit.analyses import robustness as module
+    from onnxaudit.cli import app
+
+    budgets = []
+
+    class Spy(InputGradient):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            budgets.append(self.max_memory)
+
+    monkeypatch.setattr(module, "InputGradient", Spy)
+    model = tmp_path / "large.onnx"
+    onnx.save(large_input_model(size=64), model)
+    data = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8), y=np.arange(8) % 4)
+    out = tmp_path / "r"
+    args = ["attack", str(model), "-d", str(data), "--steps", "1", "--device", "cpu"]
+    run = CliRunner().invoke(app, [*args, "--max-memory", "100M", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert budgets == [100 << 20]
+    assert json.loads((out / "result.json").read_text())["settings"]["max_memory"] == 100 << 20
+    for bad in ("lots", "1M"):
+        run = CliRunner().invoke(app, [*args, "--max-memory", bad])
+        assert run.exit_code == 2 and "--max-memory" in run.output, run.output
+    assert budgets == [100 << 20]

@@ -112,12 +112,18 @@ def test_trailing_softmax_is_looked_through() -> None:
     np.testing.assert_allclose(result.logits, X @ W.T + B, rtol=1e-12)
 
 
-def test_reserved_names_clash_is_reported() -> None:
+@pytest.mark.parametrize("name", ["labels", "loss", "input_grad", "logits"])
+def test_model_tensors_with_reserved_names_are_renamed(name: str) -> None:
+    """A graph's own 'labels' or 'logits' tensor (common in exports) does not clash with the
+    gradient graph's inputs and outputs."""
     model = linear_model(W, B)
-    model.graph.node[0].output[0] = "labels"
-    model.graph.output[0].name = "labels"
-    with pytest.raises(AuditError, match="'labels'"):
-        build_gradient_model(model)
+    model.graph.node[0].output[0] = name
+    model.graph.node.append(helper.make_node("Identity", [name], ["scores"]))
+    model.graph.output[0].name = "scores"
+    per_sample, per_grad = closed_form_ce(X, Y)
+    result = InputGradient(model, CrossEntropy(reduction="sum"), "cpu")(X, Y)
+    np.testing.assert_allclose(result.input_grad, per_grad, rtol=1e-10)
+    np.testing.assert_allclose(result.logits, X @ W.T + B, rtol=1e-12)
 
 
 def test_mismatched_labels_are_reported() -> None:

@@ -1,5 +1,6 @@
 """The intake corpus end to end: `layers --json`, `extract --grid 7` of the first and last layer,
-and a knowledge analysis on every graph; the extracted logits equal the pre-Softmax scores.
+a knowledge analysis and a short `attack` on every graph; the extracted logits equal the
+pre-Softmax scores (checks in tests/corpus.py; torch exports in test_intake_torch.py).
 
 The hand-built graphs take about 5 s in all; the nine 224x224 light zoo graphs are slow (see
 LIGHT_SCORES for the tensor each one's scores are read from).
@@ -7,13 +8,13 @@ LIGHT_SCORES for the tensor each one's scores are read from).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import pytest
+from corpus import check_corpus_model
 from graphs import small_cnn
 from intake_graphs import (
     LIGHT_NAMES,
@@ -26,15 +27,6 @@ from intake_graphs import (
     tf2onnx_style,
     with_final,
 )
-from typer.testing import CliRunner
-
-from onnxaudit.analyses.knowledge import KnowledgeSettings, analyse_knowledge
-from onnxaudit.cli import app
-from onnxaudit.data import load_dataset
-from onnxaudit.model import prepare_model
-
-runner = CliRunner()
-SETTINGS = KnowledgeSettings(partners=2, sample_max_iter=20, region_max_iter=5)
 
 
 def _same(x: np.ndarray) -> np.ndarray:
@@ -107,42 +99,6 @@ def test_corpus_graph(tmp_path, name, case):
     model = case.build()
     path = tmp_path / f"{name}.onnx"
     onnx.save(model, path)
-    described = runner.invoke(app, ["layers", str(path), "--json", *case.options])
-    assert described.exit_code == 0, described.output
-    info = json.loads(described.output)
-    layers = info["layers"]
-    assert info["num_classes"] >= 2 and layers and info["logits_reason"]
-    c, h, w = info["input_shape"]
-
-    rng = np.random.default_rng(0)
-    classes = 2
-    x = rng.integers(0, 256, (case.images, h, w, c), dtype=np.uint8)
-    labels = np.arange(case.images) % classes
-    data = tmp_path / "data.npz"
-    np.savez(data, x=x, y=labels)
-    out = tmp_path / "features.npz"
-    chosen = f"0,{layers[-1]['index']}"
-    args = ["extract", str(path), "-d", str(data), "-l", chosen, "--grid", "7", "-o", str(out)]
-    result = runner.invoke(app, [*args, *case.options, "--device", "cpu", "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    images = load_dataset(data).images((c, h, w))
-    with np.load(out) as features:
-        for layer in (layers[0], layers[-1]):
-            regions = min(7, layer["height"]) * min(7, layer["width"])
-            assert features[layer["name"]].shape == (case.images, regions, layer["channels"])
-        expected = reference_logits(case, model, images)
-        scale = max(1.0, float(np.abs(expected).max()))  # random deep graphs reach 1e5
-        np.testing.assert_allclose(features["logits"], expected, rtol=1e-4, atol=1e-5 * scale)
-
-    shape = tuple(int(v) for v in case.options[1].split(",")) if case.options else None
-    prepared = prepare_model(path, input_shape=shape)
-    result = analyse_knowledge(
-        prepared,
-        load_dataset(data),
-        layers=[layers[0]["name"], layers[-1]["name"]],
-        device="cpu",
-        settings=SETTINGS,
-        threads=1,
+    check_corpus_model(
+        tmp_path, path, lambda x: reference_logits(case, model, x), case.options, case.images
     )
-    assert [layer.name for layer in result.layers] == [layers[0]["name"], layers[-1]["name"]]
-    assert all(np.isfinite(layer.knowledge_points) for layer in result.layers)

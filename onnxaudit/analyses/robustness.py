@@ -161,6 +161,7 @@ def pgd_shard(
     device: str,
     threads: int | None,
     batch_size: int,
+    max_memory: int | None = None,
     progress: ProgressFn = silent,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(clean correct, robust correct) of one data shard: the unit of work of sharded PGD;
@@ -169,10 +170,10 @@ def pgd_shard(
 
     def build() -> InputGradient:
         return InputGradient(
-            onnx.load_from_string(model), CrossEntropy(), device, threads, batch_size
+            onnx.load_from_string(model), CrossEntropy(), device, threads, batch_size, max_memory
         )
 
-    grad = worker_cache("pgd-grad", model, (device, threads, batch_size), build)
+    grad = worker_cache("pgd-grad", model, (device, threads, batch_size, max_memory), build)
     clean = _correct(grad, x, y)
     x_adv = pgd(grad, x, y, eps, step, steps, False, noise is not None, noise=noise,
                 callback=lambda i, _: progress("robustness: PGD steps", i, steps))  # fmt: skip
@@ -192,6 +193,7 @@ def sharded_robustness(
     batch_size: int = 256,
     executor: Executor | None = None,
     progress: ProgressFn = silent,
+    max_memory: int | None = None,
 ) -> RobustnessResult:
     """`robustness` (random start) cut into data shards of whole batches on `executor`: the
     start noise is drawn once for all images and sliced, so any cut gives the same answer."""
@@ -207,7 +209,19 @@ def sharded_robustness(
         Task(
             f"robustness images {a}..{b - 1}",
             pgd_shard,
-            (payload, x[a:b], y[a:b], noise[a:b], eps, step, steps, device, threads, batch_size),
+            (
+                payload,
+                x[a:b],
+                y[a:b],
+                noise[a:b],
+                eps,
+                step,
+                steps,
+                device,
+                threads,
+                batch_size,
+                max_memory,
+            ),  # fmt: skip
             local={"progress": progress},
         )
         for a, b in shard_bounds(len(y), executor.slots, batch_size)

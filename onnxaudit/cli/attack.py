@@ -16,6 +16,7 @@ from onnxaudit.cli.options import (
     Eps,
     InputScale,
     InputShape,
+    MaxMemory,
     Mean,
     Model,
     OptionalOut,
@@ -49,6 +50,7 @@ def attack(
     classes: ClassNames = None,
     device: Device = "auto",
     threads: Threads = None,
+    max_memory: MaxMemory = None,
     batch_size: BatchSize = 128,
 ) -> None:
     """Print clean and PGD robust accuracy (untargeted, random start, final iterate)."""

@@ -6,6 +6,7 @@ Polygraphy's tools share argument groups; verbs list the groups they take, with 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -139,6 +140,15 @@ Threads = Annotated[
 ]
 BatchSize = Annotated[
     int, typer.Option("--batch-size", help="Images per onnxruntime call.", metavar="N")
+]
+MaxMemory = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        help="Memory budget of gradient and PGD batches, e.g. 2G, 1.5GiB, 800M "
+        "(default: a quarter of RAM, at most 1.5 GiB).",
+        metavar="SIZE",
+    ),
 ]
 Skip = Annotated[
     str | None,
@@ -323,6 +333,17 @@ def model_options(options: Mapping[str, object]) -> ModelOptions:
     )
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(flag: str, text: str) -> int:
+    """Bytes from '2G', '1.5GiB', '800MB', '800m' or a plain byte count (binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise AuditError(f"{flag} takes a size such as 2G, 1.5GiB or 800M, got {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
 def parse_skip(skip: str | None, only: str | None) -> frozenset[str]:
     if skip and only:
         raise AuditError("give --skip or --only, not both")
@@ -364,6 +385,8 @@ def settings_from_options(options: Mapping[str, object], base: Settings | None =
         field: options[name] for name, field in _COPIED.items() if name in options
     }
     changes["model"] = model_options(options)
+    if options.get("max_memory") is not None:
+        changes["max_memory"] = parse_size("--max-memory", str(options["max_memory"]))
     if "layers" in options:
         changes["layers"] = tuple(parse_names(options["layers"])) or None
     if "checkpoints" in options:

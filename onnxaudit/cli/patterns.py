@@ -12,6 +12,7 @@ from onnxaudit.cli.options import (
     InputScale,
     InputShape,
     K,
+    MaxMemory,
     Mean,
     Model,
     Out,
@@ -43,6 +44,7 @@ def patterns(
     classes: ClassNames = None,
     device: Device = "auto",
     threads: Threads = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Search each class's most predictive small pattern, measure it on held-out images, and
     flag classes whose pattern looks like an implanted trigger."""

@@ -64,7 +64,9 @@ def fix_input(
     input_shape: tuple[int, int, int] | None,
     path: object = None,
 ) -> onnx.ModelProto:
-    """Give the image input fixed channel and spatial sizes (from `input_shape` when given)."""
+    """Give the image input fixed channel and spatial sizes (from `input_shape` when given),
+    and a batch written as -1 or 0 (Paddle's dynamic batch) the symbol N."""
+    model = _negative_batch_as_symbol(model, path)
     image = image_input(model.graph, path)
     declared = dims(image)
     if declared is None or len(declared) != 4:
@@ -87,6 +89,17 @@ def fix_input(
         image.type.tensor_type.shape.dim[position].Clear()
         image.type.tensor_type.shape.dim[position].dim_value = size
     _forget_shapes(model)
+    return model
+
+
+def _negative_batch_as_symbol(model: onnx.ModelProto, path: object) -> onnx.ModelProto:
+    shape = image_input(model.graph, path).type.tensor_type.shape
+    if not shape.dim or not shape.dim[0].HasField("dim_value") or shape.dim[0].dim_value > 0:
+        return model
+    model = copy_model(model)
+    batch = image_input(model.graph, path).type.tensor_type.shape.dim[0]
+    batch.Clear()
+    batch.dim_param = BATCH
     return model
 
 

@@ -169,6 +169,7 @@ def analyse_patterns(
     threads: int | None = None,
     executor: Executor | None = None,
     restarts: int = DEFAULT_RESTARTS,
+    max_memory: int | None = None,
 ) -> PatternsResult:
     """Search every class's pattern on one part of `dataset`, measure it on the disjoint rest;
     `restarts` times with spawned seeds (own split, batches and noise), the verdict on all.
@@ -176,6 +177,7 @@ def analyse_patterns(
     `pm` is a PreparedModel; `dataset` an onnxaudit Dataset (use `.subset()` to bound the cost).
     The search runs in class shards on `executor` (default: the run's, in-process outside one).
     Restart 0 gives the masks, patterns and figures; the others only the verdict's evidence.
+    `max_memory` (bytes; default a safe share of the machine) sizes the gradient batches.
     """
     from onnxaudit.features.runtime import create_session
 
@@ -219,6 +221,7 @@ def analyse_patterns(
             threads,
             executor,
             report,
+            max_memory=max_memory,
         )
         return search, eval_idx
 

@@ -42,11 +42,15 @@ def search_shard(
     seed: int,
     device: str,
     threads: int | None,
+    max_memory: int | None = None,
     progress: Progress | None = None,
 ) -> SearchShard:
     """Search the patterns of `classes` (the unit of work of the distributed search)."""
     grad = worker_cache(
-        "patterns-grad", model, (device, threads), lambda: _gradient(model, device, threads)
+        "patterns-grad",
+        model,
+        (device, threads, max_memory),
+        lambda: _gradient(model, device, threads, max_memory),
     )
     search = ClassPatternSearch(classes=classes, seed=seed, progress=progress, **options)
     search.fit(grad, x, y)
@@ -61,13 +65,15 @@ def search_shard(
     )
 
 
-def _gradient(model: bytes, device: str, threads: int | None):
+def _gradient(model: bytes, device: str, threads: int | None, max_memory: int | None):
     import onnx
 
     from onnxaudit.features.gradients import CrossEntropy, InputGradient
 
     objective = CrossEntropy(targeted=False, reduction="sum")
-    return InputGradient(onnx.load_from_string(model), objective, device, threads)
+    return InputGradient(
+        onnx.load_from_string(model), objective, device, threads, max_memory=max_memory
+    )
 
 
 def sharded_search(
@@ -81,8 +87,11 @@ def sharded_search(
     threads: int | None,
     executor: Executor,
     progress: ProgressFn = silent,
+    *,
+    max_memory: int | None = None,
 ) -> ClassPatternSearch:
-    """The fitted all-class search, its classes cut into one shard per executor slot."""
+    """The fitted all-class search, its classes cut into one shard per executor slot;
+    `max_memory` (bytes) sizes each shard's gradient batches."""
     chosen = target_classes(np.asarray(y, dtype=np.int64), classes)
     bounds = shard_bounds(len(chosen), executor.slots)
     shared = [executor.share(value) for value in (model, x, y)]
@@ -90,7 +99,15 @@ def sharded_search(
         Task(
             f"patterns classes {chosen[a]}..{chosen[b - 1]}",
             search_shard,
-            (*shared, chosen[a:b], dict(options), seed, device, executor.threads(threads)),
+            (
+                *shared,
+                chosen[a:b],
+                dict(options),
+                seed,
+                device,
+                executor.threads(threads),
+                max_memory,
+            ),  # fmt: skip
             local={"progress": lambda i, n: progress("patterns: search", i, n)},
         )
         for a, b in bounds

@@ -28,6 +28,7 @@ MIN_OPSET = 9
 _REDUCE_AXES = dict.fromkeys(
     ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2"), (1,)
 )
+OUTPUTS = ("loss", "logits", "input_grad")  # the gradient graph's fixed output names
 CONSTANT_OPERANDS = {
     "Slice": (1, 2, 3, 4),
     "Pad": (1, 3),
@@ -56,6 +57,8 @@ def build_gradient_model(
     """
     objective = objective or CrossEntropy()
     model = _normalised(model)
+    renamed = _free_names(model, (*OUTPUTS, objective.input_name))
+    wrt = {name: renamed.get(name, name) for name in wrt_tensors}
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     image = next(i.name for i in graph.input if i.name not in initializers)
@@ -65,7 +68,7 @@ def build_gradient_model(
     needed = _needed(graph, logits)
     active = [n for n in graph.node if any(o in needed and o in varied for o in n.output)]
     _check_rules(active, varied)  # before anything costly: unsupported ops fail fast
-    _check_path(image, logits, wrt_tensors, varied & needed)
+    _check_path(image, logits, list(wrt.values()), varied & needed)
     probed = with_probed_shapes(model).graph
     ctx.dims.update(GradContext.dims_of(probed))
     ctx.types.update({v.name: v.type.tensor_type.elem_type for v in probed.value_info})
@@ -80,11 +83,11 @@ def build_gradient_model(
         zero = onnx.numpy_helper.from_array(np.zeros(1, ctx.np_dtype(image)))
         input_grad = ctx.op("ConstantOfShape", [ctx.shape_of(image)], value=zero)
     outputs = {"loss": loss, "logits": scores, "input_grad": input_grad}
-    outputs.update({f"grad:{name}": total(name) for name in wrt_tensors})
+    outputs.update({f"grad:{name}": total(tensor) for name, tensor in wrt.items()})
+    mirrors = {"loss": scores, "logits": scores, "input_grad": image}
+    mirrors.update({f"grad:{name}": tensor for name, tensor in wrt.items()})
     loss_dims = (None,) if objective.reduction == "none" else ()
-    return _assemble(
-        model, ctx, outputs, {"loss": scores, "logits": scores, "input_grad": image}, loss_dims
-    )
+    return _assemble(model, ctx, outputs, mirrors, loss_dims)
 
 
 def _backward(
@@ -124,6 +127,33 @@ def _as_matrix(ctx: GradContext, logits: str) -> str:
     rest = dims[1:]
     ctx.dims[flat] = (dims[0], None if None in rest else int(np.prod(rest)))
     return flat
+
+
+def _free_names(model: onnx.ModelProto, reserved: Sequence[str]) -> dict[str, str]:
+    """Rename the model's own tensors that carry a name the gradient graph's outputs or objective
+    input take (exported graphs often have a tensor called 'logits'); returns old -> new.
+
+    The image input keeps its name (it is what callers feed)."""
+    graph = model.graph
+    used = {name for node in graph.node for name in [*node.input, *node.output]}
+    used |= {t.name for t in [*graph.input, *graph.output, *graph.initializer]}
+    image = {i.name for i in graph.input}
+    renamed = {}
+    for name in reserved:
+        if name in used and name not in image:
+            new, k = f"{name}/model", 0
+            while new in used:
+                k += 1
+                new = f"{name}/model{k}"
+            renamed[name] = new
+            used.add(new)
+    if renamed:
+        for node in graph.node:
+            node.input[:] = [renamed.get(n, n) for n in node.input]
+            node.output[:] = [renamed.get(n, n) for n in node.output]
+        for info in [*graph.output, *graph.value_info, *graph.initializer]:
+            info.name = renamed.get(info.name, info.name)
+    return renamed
 
 
 def _normalised(model: onnx.ModelProto) -> onnx.ModelProto:
