@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from onnxaudit.analyses.knowledge.compare import ModelComparison
 from onnxaudit.analyses.knowledge.results import KnowledgeResult
 from onnxaudit.analyses.patterns.analyse import PatternsResult
-from onnxaudit.report.figures import EmbeddedFigure, embed_figure
+from onnxaudit.report.figures import EmbeddedFigure, embed_figure, trigger_key
 from onnxaudit.report.knowledge_figures import (
     plot_adversarial,
     plot_comparison,
@@ -19,7 +19,7 @@ from onnxaudit.report.knowledge_figures import (
     plot_region_embeddings,
     plot_sample_embedding,
 )
-from onnxaudit.report.pattern_figures import plot_patterns
+from onnxaudit.report.pattern_figures import plot_patterns, plot_trigger
 
 FigureMap = dict[str, list[EmbeddedFigure]]
 
@@ -71,6 +71,23 @@ def pattern_figures(result: PatternsResult) -> list[EmbeddedFigure]:
     ]
 
 
+def trigger_figures(result: PatternsResult, model: int = 0) -> FigureMap:
+    """A thumbnail of each suspected class's recovered trigger, keyed by `trigger_key`, for the
+    verdict block at the top of the backdoor section (`model`: position in a comparison)."""
+    figures: FigureMap = {}
+    for ti, t in enumerate(result.classes):
+        if t in result.verdict.classes:
+            title = f"Recovered trigger of class {t} ({result.class_names[ti]})"
+            caption = (
+                "restart 0's search on the canvas of its smallest white/free mask: the pattern, "
+                "the mask, and pattern × mask (what is pasted over other classes' images)"
+            )
+            figures[trigger_key(t, model)] = [
+                embed_figure(plot_trigger(result, ti), title, caption)
+            ]
+    return figures
+
+
 def comparison_figures(
     comparisons: Sequence[ModelComparison], reference: str
 ) -> list[EmbeddedFigure]:
@@ -86,12 +103,14 @@ def comparison_figures(
     ]
 
 
-def analysis_figures(analyses: Mapping[str, object]) -> FigureMap:
-    """The image-level figures of each analysis result that has arrays to draw."""
+def analysis_figures(analyses: Mapping[str, object], model: int = 0) -> FigureMap:
+    """The image-level figures of each analysis result that has arrays to draw (`model`: the
+    position in a comparison, for the trigger thumbnails' keys)."""
     figures: FigureMap = {}
     knowledge, patterns = analyses.get("knowledge"), analyses.get("patterns")
     if isinstance(knowledge, KnowledgeResult):
         figures["knowledge"] = knowledge_figures(knowledge)
     if isinstance(patterns, PatternsResult):
         figures["patterns"] = pattern_figures(patterns)
+        figures.update(trigger_figures(patterns, model))
     return figures

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a")
 OK, BAD = "#1a7f37", "#d1242f"
@@ -115,51 +116,103 @@ def emergence_chart(result: Mapping[str, Any]) -> Figure | None:
     return fig
 
 
+TRIGGER_PREFIX = "trigger/"
+
+
+def trigger_key(cls: int, model: int = 0) -> str:
+    """The figure-map key of a suspected class's trigger thumbnail; `model` is the position of
+    the model in a comparison (0 in an audit)."""
+    return f"{TRIGGER_PREFIX}{model}/{cls}"
+
+
+def _flagged(result: Mapping[str, Any]) -> set[int]:
+    """The classes the verdict flags: the only ones any chart draws as suspected."""
+    return {
+        int(c) for c in ((result.get("patterns") or {}).get("backdoor") or {}).get("classes") or []
+    }
+
+
 def patterns_chart(result: Mapping[str, Any]) -> Figure | None:
-    """Predictive power and anomaly index per class; suspected backdoor targets in red."""
+    """Predictive power and the descriptive anomaly index per class, with the index's line;
+    red: the classes the verdict flags (whichever of its tests fired)."""
     patterns = result.get("patterns") or {}
     classes = patterns.get("classes") or []
     if not classes:
         return None
-    flagged = set((patterns.get("backdoor") or {}).get("classes") or [])
-    labels = [plain(f"{c['class']} {c.get('name', '')}".strip()) for c in classes]
+    flagged = _flagged(result)
     colors = [BAD if c["class"] in flagged else PALETTE[0] for c in classes]
-    x = np.arange(len(classes))
     fig = Figure(figsize=(11, 3.4), layout="constrained")
     power_ax, anomaly_ax = fig.subplots(1, 2)
-    power_ax.bar(x, [_or_nan(c.get("predictive_power")) for c in classes], color=colors)
+    _class_bars(power_ax, classes, [_or_nan(c.get("predictive_power")) for c in classes], colors)
     power_ax.set_ylim(0, 1.05)
     power_ax.set_title("predictive power of each class pattern", fontsize=10)
     power_ax.set_ylabel("fraction of other-class images → class")
     anomaly = [_or_nan(c.get("anomaly_index")) for c in classes]
-    anomaly_ax.bar(x, anomaly, color=colors)
+    _class_bars(anomaly_ax, classes, anomaly, colors)
     if np.nanmax(np.abs(anomaly), initial=0.0) > 100:  # a zero MAD makes one index explode
         anomaly_ax.set_yscale("symlog")
     threshold = (patterns.get("backdoor") or {}).get("threshold")
     if isinstance(threshold, (int, float)):
-        anomaly_ax.axhline(threshold, color=BAD, ls="--", lw=1, label=f"threshold {threshold:g}")
+        label = f"descriptive line {threshold:g} (not the verdict's rule)"
+        anomaly_ax.axhline(threshold, color=BAD, ls="--", lw=1, label=label)
         anomaly_ax.legend(fontsize=9)
-    anomaly_ax.set_title("anomaly index (red: suspected target)", fontsize=10)
+    anomaly_ax.set_title("anomaly index, descriptive (red: flagged by the verdict)", fontsize=10)
     anomaly_ax.set_ylabel("anomaly index (MADs below the median)")
-    for ax in (power_ax, anomaly_ax):
-        ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
     return fig
 
 
+def verdict_tests_chart(result: Mapping[str, Any]) -> Figure | None:
+    """Each verdict test's statistic per class (median over restarts) against its threshold;
+    red: the classes that test fired for."""
+    patterns = result.get("patterns") or {}
+    classes = patterns.get("classes") or []
+    tests = (patterns.get("backdoor") or {}).get("tests") or []
+    if not classes or not tests:
+        return None
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(tests), squeeze=False)[0]
+    for ax, test in zip(axes, tests, strict=True):
+        fired = set(test.get("fired") or [])
+        colors = [BAD if c["class"] in fired else PALETTE[0] for c in classes]
+        values = [_or_nan(v) for v in test["statistic"][: len(classes)]]
+        _class_bars(ax, classes[: len(values)], values, colors)
+        threshold = test.get("threshold")
+        if isinstance(threshold, (int, float)):
+            ax.axhline(threshold, color=BAD, ls="--", lw=1, label=f"threshold {threshold:.3g}")
+            ax.legend(fontsize=9)
+        ax.set_title(plain(f"{test['name']} (red: fired)"), fontsize=10)
+        ax.set_ylabel(plain(test["name"]))
+    return fig
+
+
+def _class_bars(ax, classes: Sequence[Mapping[str, Any]], values, colors) -> None:
+    """Bars per class, labelled 'index name', on a light grid."""
+    x = np.arange(len(classes))
+    ax.bar(x, values, color=colors)
+    labels = [plain(f"{c['class']} {c.get('name', '')}".strip()) for c in classes]
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def anomaly_heatmap(results: Sequence[Mapping[str, Any]]) -> Figure | None:
-    """Models x classes anomaly indices: backdoored models stand out as one hot cell."""
+    """Models x classes descriptive anomaly indices; the cells the verdict flags are boxed."""
     rows = [r for r in results if (r.get("patterns") or {}).get("classes")]
     if not rows:
         return None
     classes = rows[0]["patterns"]["classes"]
     grid = np.full((len(rows), len(classes)), np.nan)
+    boxed = []
     for i, r in enumerate(rows):
+        flagged = _flagged(r)
         for j, entry in enumerate(r["patterns"]["classes"][: len(classes)]):
             grid[i, j] = _or_nan(entry.get("anomaly_index"))
+            if entry["class"] in flagged:
+                boxed.append((i, j))
     fig = Figure(figsize=(11, 0.6 * len(rows) + 1.6), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(grid, cmap="Reds", aspect="auto")
+    for i, j in boxed:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec=PALETTE[0], lw=3))
     ax.set_yticks(np.arange(len(rows)), [plain(model_label(r)) for r in rows])
     ax.set_xticks(
         np.arange(len(classes)),
@@ -171,8 +224,8 @@ def anomaly_heatmap(results: Sequence[Mapping[str, Any]]) -> Figure | None:
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
             ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=9)
-    ax.set_xlabel("class")
-    fig.colorbar(image, ax=ax, label="anomaly index")
+    ax.set_xlabel("class (boxed: flagged by the verdict)")
+    fig.colorbar(image, ax=ax, label="anomaly index (descriptive)")
     return fig
 
 

@@ -1,4 +1,5 @@
-"""The image-level figure of a PatternsResult: each class's pattern on its canvas and its mask.
+"""The image-level figures of a PatternsResult: each class's pattern on its canvas and its mask,
+and the recovered trigger of each suspected class.
 
 Power and anomaly charts are drawn from result.json by figures.py. Built on
 `matplotlib.figure.Figure` (no pyplot): no backend is chosen, no global state is kept.
@@ -10,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from onnxaudit.analyses.patterns.analyse import PatternsResult
+from onnxaudit.report.figures import plain
 
 
 def _canvas_index(result: PatternsResult, canvas: str | None, ti: int) -> int:
@@ -52,5 +54,29 @@ def plot_patterns(result: PatternsResult, canvas: str | None = None) -> Figure:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"class-wise patterns, top {result.k:g} of pixels", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_trigger(result: PatternsResult, ti: int) -> Figure:
+    """The recovered trigger of class index ti, as the verdict judged it (restart 0, the
+    canvas of its smallest white/free mask): the pattern (that canvas), the continuous mask,
+    and pattern x mask, what the search pastes over other classes' images."""
+    v = result.canvas_labels.index(result.verdict.canvas[ti])
+    pattern, mask = result.canvases[v, ti], result.masks[v, ti]
+    cmap = "gray" if pattern.shape[0] == 1 else None
+    fig = Figure(figsize=(4.2, 1.75))
+    axes = fig.subplots(1, 3)
+    panels = (
+        (_image(pattern), cmap, f"pattern ({result.canvas_labels[v]})"),
+        (mask, "magma", f"mask (L1 {result.mask_l1[v, ti]:.3f})"),
+        (_image(pattern * mask[None]), cmap, "pattern × mask"),
+    )
+    for ax, (image, colours, title) in zip(axes, panels, strict=True):
+        ax.imshow(image, cmap=colours, vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(plain(f"{result.classes[ti]} {result.class_names[ti]}"), fontsize=9, color="red")
     fig.tight_layout()
     return fig

@@ -25,7 +25,9 @@ from onnxaudit.report.figures import (
     robustness_chart,
     shared_space_chart,
     short_layer,
+    verdict_tests_chart,
 )
+from onnxaudit.report.verdict_view import backdoor_view
 from onnxaudit.results.schema import COMPARE_SCHEMA, SCHEMA, SECTIONS
 
 FigureMap = Mapping[str, Sequence[EmbeddedFigure]]
@@ -59,7 +61,10 @@ def _render_audit(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
         "knowledge": _builtin(knowledge_chart([doc]), "Knowledge points per layer")
         + _builtin(emergence_chart(doc), "Emergence of knowledge points during training")
         + extra.get("knowledge", []),
-        "patterns": _builtin(patterns_chart(doc), "Class-wise patterns")
+        "patterns": _builtin(
+            verdict_tests_chart(doc), "The verdict's tests per class", TESTS_CAPTION
+        )
+        + _builtin(patterns_chart(doc), "Class-wise patterns", PATTERNS_CAPTION)
         + extra.get("patterns", []),
         "robustness": _builtin(robustness_chart([doc]), "Clean vs PGD accuracy")
         + extra.get("robustness", []),
@@ -68,6 +73,7 @@ def _render_audit(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> str:
         title=f"onnxaudit: {model_label(doc)}",
         doc=doc,
         summary=verdicts(doc),
+        backdoor=backdoor_view(doc.get("patterns"), extra),
         gates=doc.get("gates") or [],
         figures=figures,
         appendix=appendix(doc),
@@ -82,7 +88,9 @@ def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> st
     figures = {
         "knowledge": _builtin(knowledge_chart(models), "Knowledge points per layer, all models")
         + extra.get("knowledge", []),
-        "patterns": _builtin(anomaly_heatmap(models), "Anomaly index per model and class")
+        "patterns": _builtin(
+            anomaly_heatmap(models), "Anomaly index per model and class", HEATMAP_CAPTION
+        )
         + extra.get("patterns", []),
         "robustness": _builtin(robustness_chart(models), "Clean vs PGD accuracy")
         + extra.get("robustness", []),
@@ -93,8 +101,13 @@ def _render_compare(doc: Mapping[str, Any], extra: dict, notes: list[str]) -> st
         title="onnxaudit: " + " vs ".join(model_label(m) for m in models),
         doc=doc,
         models=[
-            {"doc": m, "summary": verdicts(m), "differences": _differences(m, common)}
-            for m in models
+            {
+                "doc": m,
+                "summary": verdicts(m),
+                "backdoor": backdoor_view(m.get("patterns"), extra, i),
+                "differences": _differences(m, common),
+            }
+            for i, m in enumerate(models)
         ],
         shared_appendix=common,
         comparison=flatten(
@@ -113,8 +126,26 @@ def _number(value: float | None, digits: int) -> str:
     return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{digits}f}"
 
 
-def _builtin(fig: Any, title: str) -> list[EmbeddedFigure]:
-    return [] if fig is None else [embed_figure(fig, title)]
+def _builtin(fig: Any, title: str, caption: str = "") -> list[EmbeddedFigure]:
+    return [] if fig is None else [embed_figure(fig, title, caption)]
+
+
+# Captions that say which chart is the verdict's and which is only descriptive, so a red bar
+# under the anomaly index's line (or a blue one over it) is explained where it is drawn.
+TESTS_CAPTION = (
+    "Each test of the verdict: its per-class statistic (median over the restarts) and the "
+    "threshold above which it fires; red: the classes it fired for. These decide the verdict."
+)
+PATTERNS_CAPTION = (
+    "Red: the classes the verdict flags, whichever of its tests fired (see the table). The "
+    "anomaly index (Neural Cleanse's MAD rule, dashed line) is descriptive, not the verdict's "
+    "rule: a red bar under the line was flagged by another test (e.g. noise_blend), a blue bar "
+    "over it fired no test (e.g. a natural shortcut such as Bag); each table row says which."
+)
+HEATMAP_CAPTION = (
+    "Colour and numbers: the descriptive anomaly index (not the verdict's rule); boxed cells: "
+    "the classes each model's verdict flags, with the test that fired in its table below."
+)
 
 
 # Documented defaults a check is judged against when no gate was asked for (docs/ci.md): the

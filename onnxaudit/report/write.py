@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onnxaudit.report.analysis_figures import FigureMap, analysis_figures, comparison_figures
-from onnxaudit.report.figures import EmbeddedFigure
+from onnxaudit.report.figures import TRIGGER_PREFIX, EmbeddedFigure
 from onnxaudit.report.render import render_report
 from onnxaudit.results.gates import GateOutcome, junit_xml
 from onnxaudit.results.run import AuditResult, CompareResult
@@ -27,15 +27,17 @@ def run_document(result: AuditResult | CompareResult, gates: Sequence[GateOutcom
 
 def run_figures(result: AuditResult | CompareResult) -> FigureMap:
     """The image-level figures of a run (a comparison: each model's patterns, titled by model,
-    and each model placed in the reference's embedding)."""
+    its suspected classes' triggers, and each model placed in the reference's embedding)."""
     if isinstance(result, AuditResult):
         return analysis_figures(result.analyses)
     figures: FigureMap = {"patterns": []}
-    for run in result.runs:
+    for i, run in enumerate(result.runs):
+        own = analysis_figures(run.analyses, model=i)
         figures["patterns"] += [
             EmbeddedFigure(f"{run.name}: {fig.title}", fig.src, fig.caption)
-            for fig in analysis_figures(run.analyses).get("patterns", [])
+            for fig in own.pop("patterns", [])
         ]
+        figures.update((key, value) for key, value in own.items() if key.startswith(TRIGGER_PREFIX))
     knowledge = result.comparison.get("knowledge")
     if knowledge:
         figures["comparison"] = comparison_figures(knowledge, result.runs[0].name)
