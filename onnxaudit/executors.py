@@ -257,6 +257,12 @@ def numeric_threads() -> dict[str, int]:
     return {lib["user_api"]: int(lib["num_threads"]) for lib in threadpoolctl.threadpool_info()}
 
 
+def sender_threads(executor: Executor) -> dict[str, int] | None:
+    """The thread counts a task must run under on `executor` to make this process's sums (None
+    in-process, where it already does; reading them loads scikit-learn)."""
+    return None if isinstance(executor, InProcess) else numeric_threads()
+
+
 @contextmanager
 def same_numeric_threads(counts: Mapping[str, int]) -> Iterator[None]:
     """Run with these BLAS / OpenMP thread counts (Dask starts its workers with 1)."""

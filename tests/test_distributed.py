@@ -1,6 +1,7 @@
 """On a real LocalCluster of 2 single-threaded worker processes: the same result.json as
-in-process for patterns, PGD and compare; a killed worker is survived; a shard that keeps
-failing stops the run naming it."""
+in-process for patterns, PGD, knowledge points and compare; features cut into data shards are
+those of one pass; a killed worker is survived; a shard that keeps failing stops the run
+naming it."""
 
 from __future__ import annotations
 
@@ -9,16 +10,25 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import cli, make_inputs
 from typer.testing import CliRunner
 
 from onnxaudit import executors
+from onnxaudit.analyses.knowledge import KnowledgeSettings, analyse_knowledge, default_layers
 from onnxaudit.cli.compare import compare as compare_cli
+from onnxaudit.data import load_dataset
 from onnxaudit.executors import DaskExecutor, ShardFailed, Task
+from onnxaudit.features.extract import FeatureExtractor
+from onnxaudit.model import prepare_model
 from onnxaudit.pipeline import audit, compare
 
 distributed = pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDENT = ROOT / "models" / "zoo" / "vgg-student.onnx"
+SUBSET = ROOT / "models" / "data" / "fashion-mnist-test-subset.npz"
 
 EXECUTOR_FIELDS = ("workers", "scheduler")  # the only settings allowed to differ
 
@@ -49,6 +59,47 @@ def test_same_result_json_in_process_and_on_two_workers(tmp_path, cluster, only)
     with executors.using(cluster):
         spread = audit(model, data, **settings)
     assert _document(spread) == _document(alone)
+
+
+@pytest.fixture(scope="module")
+def student():
+    if not (STUDENT.is_file() and SUBSET.is_file()):
+        pytest.skip("the zoo is not built (python models/build_zoo.py)")
+    return prepare_model(STUDENT), load_dataset(SUBSET)
+
+
+def test_knowledge_points_are_the_same_in_process_and_on_two_workers(cluster, student):
+    pm, dataset = student
+    subset = dataset.subset(13, 0)  # 130 images: two batches of features, two data shards
+    fast = KnowledgeSettings(
+        grid=4, partners=4, importance_steps=5, sample_max_iter=50, region_max_iter=10
+    )
+    alone = analyse_knowledge(pm, subset, seed=4, settings=fast, device="cpu")
+    seen = []
+    with executors.using(cluster):
+        spread = analyse_knowledge(
+            pm, subset, seed=4, settings=fast, device="cpu", progress=lambda *e: seen.append(e)
+        )
+    assert json.dumps(spread.to_dict(), default=str) == json.dumps(alone.to_dict(), default=str)
+    assert [e[1:] for e in seen if e[0] == "knowledge: features"] == [(0, 1), (1, 2), (2, 2)]
+    layers = len(default_layers(pm.info))
+    assert [e[1:] for e in seen if e[0] == "knowledge: layers"] == [
+        (i, layers) for i in range(layers + 1)
+    ]  # one step per finished layer task
+
+
+def test_features_in_data_shards_are_those_of_one_pass(cluster, student):
+    pm, dataset = student
+    x = dataset.subset(4, 1).images(pm.info.input_shape)  # 40 images, batches of 8
+    layers = default_layers(pm.info)[:2]
+    fx = FeatureExtractor(pm, layers, grid=3, sample_feature=True, device="cpu", batch_size=8)
+    done = []
+    shards = fx.transform_sharded(x, cluster, lambda i, n: done.append((i, n)))
+    whole = fx.transform(x)
+    assert done == [(1, 2), (2, 2)]
+    assert list(shards) == list(whole)
+    for key, value in whole.items():
+        np.testing.assert_array_equal(shards[key], value, err_msg=key)
 
 
 def test_compare_on_the_cluster_matches_in_process(tmp_path):

@@ -7,12 +7,15 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from onnxaudit.data import Dataset, check_label_order
 from onnxaudit.errors import AuditError
+from onnxaudit.executors import Executor, OnDone, Task, current, shard_bounds, worker_cache
 from onnxaudit.features.runtime import create_session
 from onnxaudit.model import PreparedModel
 from onnxaudit.model import passes as rewrite
@@ -20,6 +23,40 @@ from onnxaudit.model import passes as rewrite
 LOGITS = "logits"
 SAMPLE_FEATURE = "sample_feature"
 LABELS = "labels"
+BATCH_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The rewritten classifier as bytes (a worker builds its own session from them) and how to
+    read its outputs."""
+
+    model: bytes
+    input_name: str
+    input_shape: tuple[int, ...]
+    outputs: dict[str, str]  # output key -> tensor name
+    regional: tuple[str, ...]  # keys pooled in-graph, (N, G, G, C) -> (N, R, C)
+    dtype: type
+
+    def run(self, session, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs of one batch `x` on `session`, a session of this graph."""
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise AuditError(
+                f"images of shape {tuple(x.shape[1:])} do not match the model input "
+                f"{self.input_shape}"
+            )
+        keys = list(self.outputs)
+        values = session.run(
+            [self.outputs[k] for k in keys], {self.input_name: np.ascontiguousarray(x, np.float32)}
+        )
+        out = {}
+        for key, value in zip(keys, values, strict=True):
+            if key == SAMPLE_FEATURE:
+                value = value.reshape(len(value), -1)
+            elif key in self.regional:
+                value = value.reshape(len(value), -1, value.shape[-1])
+            out[key] = value.astype(self.dtype, copy=False)
+        return out
 
 
 class FeatureExtractor:
@@ -37,7 +74,7 @@ class FeatureExtractor:
         sample_feature: bool = False,
         device: str = "auto",
         threads: int | None = None,
-        batch_size: int = 128,
+        batch_size: int = BATCH_SIZE,
         float16: bool = False,
     ) -> None:
         info = model.info
@@ -58,31 +95,61 @@ class FeatureExtractor:
         )
         extra = [info.sample_feature_name] if sample_feature else []
         proto, extra_mapping = rewrite.expose_tensors(proto, extra)
-        self._outputs = {LOGITS: info.logits_name}
-        self._outputs.update(mapping)
+        outputs = {LOGITS: info.logits_name}
+        outputs.update(mapping)
         if sample_feature:
-            self._outputs[SAMPLE_FEATURE] = extra_mapping[info.sample_feature_name]
+            outputs[SAMPLE_FEATURE] = extra_mapping[info.sample_feature_name]
         self.model = model
         self.layers = names
         self.grid = grid
         self.batch_size = info.fixed_batch or batch_size
         self.dtype = np.float16 if float16 else np.float32
-        self._input = info.input_name
-        self._session = create_session(proto, device=device, threads=threads)
+        self.graph = Graph(
+            proto.SerializeToString(),
+            info.input_name,
+            tuple(info.input_shape),
+            outputs,
+            tuple(names) if grid is not None else (),
+            self.dtype,
+        )
+        self.device = device
+        self.threads = threads
+
+    @cached_property
+    def _session(self):
+        """Built on first use: a run cut into shards needs none here, only on its workers."""
+        return create_session(self.graph.model, device=self.device, threads=self.threads)
 
     def iter_batches(self, x: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
         """One dict of outputs per batch of `x` (N, C, H, W) float32 in [0, 1]."""
-        for start in range(0, len(x), self.batch_size):
-            yield self._run(x[start : start + self.batch_size])
+        return _batches(self.graph, self._session, x, self.batch_size)
 
     def transform(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """All outputs for `x`, concatenated over batches."""
-        parts = list(self.iter_batches(x))
-        if not parts:
-            raise AuditError("no images to extract features from")
-        if len(parts) == 1:  # no copy: the arrays onnxruntime returned
-            return parts[0]
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        return _concatenate(list(self.iter_batches(x)))
+
+    def transform_sharded(
+        self, x: np.ndarray, executor: Executor | None = None, on_done: OnDone | None = None
+    ) -> dict[str, np.ndarray]:
+        """`transform(x)`, cut into data shards of whole batches when `executor` has more than
+        one slot (each worker runs its own session of the graph), put back in shard order, so
+        the arrays are those of one pass; `on_done` sees each finished shard."""
+        executor = executor or current()
+        if executor.slots == 1:
+            out = self.transform(x)
+            if on_done is not None:
+                on_done(1, 1)
+            return out
+        graph, threads = executor.share(self.graph), executor.threads(self.threads)
+        tasks = [
+            Task(
+                f"features images {a}..{b - 1}",
+                extract_shard,
+                (graph, x[a:b], self.batch_size, self.device, threads),
+            )
+            for a, b in shard_bounds(len(x), executor.slots, self.batch_size)
+        ]
+        return _concatenate(executor.run(tasks, on_done))
 
     def extract_to_npz(
         self,
@@ -133,23 +200,34 @@ class FeatureExtractor:
         return shapes
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.model.info.input_shape):
-            raise AuditError(
-                f"images of shape {tuple(x.shape[1:])} do not match the model input "
-                f"{tuple(self.model.info.input_shape)}"
-            )
-        keys = list(self._outputs)
-        values = self._session.run(
-            [self._outputs[k] for k in keys], {self._input: np.ascontiguousarray(x, np.float32)}
-        )
-        out = {}
-        for key, value in zip(keys, values, strict=True):
-            if key == SAMPLE_FEATURE:
-                value = value.reshape(len(value), -1)
-            elif self.grid is not None and key in self.layers:  # (N, G, G, C) -> (N, R, C)
-                value = value.reshape(len(value), -1, value.shape[-1])
-            out[key] = value.astype(self.dtype, copy=False)
-        return out
+        return self.graph.run(self._session, x)
+
+
+def extract_shard(
+    graph: Graph, x: np.ndarray, batch_size: int, device: str, threads: int | None
+) -> dict[str, np.ndarray]:
+    """The outputs of one data shard (the unit of work of distributed extraction), on this
+    process's own, cached session of `graph`."""
+
+    def build():
+        return create_session(graph.model, device=device, threads=threads)
+
+    session = worker_cache("features", graph.model, (device, threads), build)
+    return _concatenate(list(_batches(graph, session, x, batch_size)))
+
+
+def _batches(graph: Graph, session, x: np.ndarray, batch_size: int) -> Iterator[dict]:
+    for start in range(0, len(x), batch_size):
+        yield graph.run(session, x[start : start + batch_size])
+
+
+def _concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Batches (or shards) of outputs joined in order."""
+    if not parts:
+        raise AuditError("no images to extract features from")
+    if len(parts) == 1:  # no copy: the arrays onnxruntime returned
+        return parts[0]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def predict_classes(

@@ -2,22 +2,26 @@
 
 Extract sample features f, regional features f^(r) and logits -> fit the sample embedding g = M f
 (class directions mu_c) -> per layer, fit the importance weights w, v and then Lambda aligned to
-g -> count knowledge points. Each fit draws from its own spawned seed stream.
+g -> count knowledge points. Each fit draws from its own spawned seed stream, keyed by the layer's
+position, so the layers (one task each on the current executor) give the same numbers wherever
+they run; they are put back in layer order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 
 from onnxaudit.analyses.knowledge.align import procrustes_rotation
 from onnxaudit.analyses.knowledge.importance import ImportanceWeights
-from onnxaudit.analyses.knowledge.points import count_layer
+from onnxaudit.analyses.knowledge.points import LayerKnowledge, count_layer
 from onnxaudit.analyses.knowledge.radial import target_probs
 from onnxaudit.analyses.knowledge.region import RegionEmbedding
 from onnxaudit.analyses.knowledge.results import FittedModel, KnowledgeSettings
 from onnxaudit.analyses.knowledge.sample import SampleEmbedding
+from onnxaudit.executors import Task, current, same_numeric_threads, sender_threads
 from onnxaudit.model import PreparedModel
 from onnxaudit.progress import ProgressFn, silent
 from onnxaudit.seeds import Seed, child
@@ -66,24 +70,55 @@ def fit_model(
         sample.rotate(procrustes_rotation(g, align_to, settings.procrustes_trim))
         g = sample.transform(feats["sample_feature"])
     progress("knowledge: sample embedding", 1, 1)
-    regions, counted = {}, []
-    for position, name in enumerate(layers):
-        progress("knowledge: layers", position, len(layers))
-        regions[name], importance = fit_layer(
-            feats[name], probs, g, settings, layer_seed(seed, position)
+    executor = current()
+    shared = [executor.share(value) for value in (probs, g, sample.mu_, labels)]
+    numeric = sender_threads(executor)
+    tasks = [
+        Task(
+            f"knowledge layer {name}",
+            layer_shard,
+            (
+                feats[name],
+                *shared,
+                grids[name],
+                name,
+                settings,
+                layer_seed(seed, position),
+                numeric,
+            ),
         )
-        h = regions[name].transform(feats[name])
-        layer = count_layer(
-            name, h, grids[name], sample.mu_, settings.sample_kappa, labels, settings.tau
-        )
-        layer.fit = {
-            "importance_kl": importance.loss_,
-            "region_loss": regions[name].loss_,
-            "region_n_iter": regions[name].n_iter_,
-        }
-        counted.append(layer)
-    progress("knowledge: layers", len(layers), len(layers))
-    return FittedModel(sample, regions, counted)
+        for position, name in enumerate(layers)
+    ]
+    progress("knowledge: layers", 0, len(layers))
+    parts = executor.run(tasks, lambda i, n: progress("knowledge: layers", i, n))
+    regions = {name: region for name, (region, _) in zip(layers, parts, strict=True)}
+    return FittedModel(sample, regions, [layer for _, layer in parts])
+
+
+def layer_shard(
+    regions: np.ndarray,
+    probs: np.ndarray,
+    g: np.ndarray,
+    mu: np.ndarray,
+    labels: np.ndarray,
+    grid: tuple[int, int],
+    name: str,
+    settings: KnowledgeSettings,
+    seed: Seed,
+    numeric: Mapping[str, int] | None = None,
+) -> tuple[RegionEmbedding, LayerKnowledge]:
+    """One layer's fits and knowledge points (the unit of work of the distributed fits), under
+    the BLAS / OpenMP thread counts `numeric` of the process that sent it (None: as they are)."""
+    with nullcontext() if numeric is None else same_numeric_threads(numeric):
+        region, importance = fit_layer(regions, probs, g, settings, seed)
+        h = region.transform(regions)
+        layer = count_layer(name, h, grid, mu, settings.sample_kappa, labels, settings.tau)
+    layer.fit = {
+        "importance_kl": importance.loss_,
+        "region_loss": region.loss_,
+        "region_n_iter": region.n_iter_,
+    }
+    return region, layer
 
 
 def fit_layer(
@@ -128,15 +163,18 @@ def extract_features(
     grid: int,
     device: str,
     threads: int | None,
+    progress: ProgressFn = silent,
 ) -> dict[str, np.ndarray]:
-    """Regional features (N, R, K) per layer, logits, and the sample feature f."""
+    """Regional features (N, R, K) per layer, logits, and the sample feature f (in data shards
+    on a cluster)."""
     from onnxaudit.features.extract import FeatureExtractor
 
     has_feature = pm.info.sample_feature_name is not None
     fx = FeatureExtractor(
         pm, layers, grid=grid, sample_feature=has_feature, device=device, threads=threads
     )
-    feats = fx.transform(x)
+    progress("knowledge: features", 0, 1)
+    feats = fx.transform_sharded(x, on_done=lambda i, n: progress("knowledge: features", i, n))
     if not has_feature:  # no Gemm head: the deepest analysed map, averaged over regions
         feats["sample_feature"] = feats[layers[-1]].mean(1)
     return feats
