@@ -7,6 +7,13 @@ comparison needs no separate torch definition of each model.
     python bench/gradients.py [MODEL.onnx ...] [--batch 64] [--threads 2] [--repeats 20]
     python bench/gradients.py --maxpool   # MaxPool backward: onnxaudit's rule vs Indices+Scatter
     python bench/gradients.py --arch resnet18 --arch vit_b_16 --batch 8 --threads 1
+    python bench/gradients.py --pgd --arch resnet18 --images 32 --steps 5 --threads 1
+    python bench/gradients.py --pgd --images 256 --threads 1    # the zoo vgg and resnet
+
+`--pgd` times whole processes, one after the other and alternating: `robustness()` through the
+ONNX gradient (load, graph rewrite, session, clean pass, PGD, robust pass) against the same PGD
+written in torch autograd (load, the same passes), each in a fresh interpreter; wall time from
+process start to exit and peak RSS.
 """
 
 from __future__ import annotations
@@ -174,6 +181,104 @@ def maxpool_study(threads: int, repeats: int) -> None:
         )
 
 
+PGD_ONNX = """
+import sys, time, numpy as np, onnx
+from onnxaudit.analyses.robustness import robustness
+path, n, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model = onnx.load(path)
+shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
+rng = np.random.default_rng(0)
+x = rng.uniform(size=(n, *shape)).astype(np.float32)
+y = rng.integers(0, 10, size=n)
+r = robustness(model, x, y, eps=0.03, steps=steps, seed=0, device="cpu", threads=threads)
+print(r.clean_accuracy, r.robust_accuracy)
+import resource
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+PGD_TORCH = """
+import sys, numpy as np, onnx, torch
+sys.path.insert(0, {tests!r})
+from torch_oracle import TorchMirror
+path, n, steps, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+model = onnx.load(path)
+net = TorchMirror(model).eval()
+shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
+rng = np.random.default_rng(0)
+x = torch.from_numpy(rng.uniform(size=(n, *shape)).astype(np.float32))
+y = torch.from_numpy(rng.integers(0, 10, size=n))
+eps, step, batch = 0.03, 2.5 * 0.03 / steps, {batch}
+def correct(images):
+    with torch.no_grad():
+        return torch.cat([net(images[i:i + batch]).flatten(1).argmax(1) == y[i:i + batch]
+                          for i in range(0, n, batch)])
+clean = correct(x)
+noise = torch.from_numpy(rng.uniform(-eps, eps, size=x.shape).astype(np.float32))
+adv = (x + noise).clamp(0, 1)
+for i in range(0, n, batch):
+    xb, yb = x[i:i + batch], y[i:i + batch]
+    a = adv[i:i + batch]
+    for _ in range(steps):
+        a = a.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(net(a).flatten(1), yb, reduction="sum")
+        (g,) = torch.autograd.grad(loss, a)
+        a = torch.min(torch.max(a.detach() + step * g.sign(), xb - eps), xb + eps).clamp(0, 1)
+    adv[i:i + batch] = a.detach()
+print(float(clean.float().mean()), float(correct(adv).float().mean()))
+import resource
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _process(script: str, args: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds of one fresh interpreter running `script`, and its peak RSS in GB (the
+    script prints it last, in KiB)."""
+    import subprocess
+
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, *args], check=True, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - start
+    return wall, int(done.stdout.split()[-1]) / 2**20
+
+
+def pgd_study(paths: list[str], images: int, steps: int, threads: int, repeats: int) -> None:
+    """Whole-process PGD: onnxaudit's robustness() vs torch autograd on the same weights."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    print(
+        "| model | images | steps | threads | onnxaudit s | torch s | ratio | "
+        "peak RSS onnxaudit / torch GB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for path in paths:
+        args = [path, str(images), str(steps), str(threads)]
+        torch_script = PGD_TORCH.format(tests=str(ROOT / "tests"), batch=128)
+        best = {"onnx": np.inf, "torch": np.inf}
+        rss = {"onnx": 0.0, "torch": 0.0}
+        for _ in range(repeats):
+            for side, script in (("onnx", PGD_ONNX), ("torch", torch_script)):
+                wall, peak = _process(script, args, env)
+                best[side], rss[side] = min(best[side], wall), max(rss[side], peak)
+        print(
+            f"| {Path(path).name} | {images} | {steps} | {threads} | {best['onnx']:.1f} | "
+            f"{best['torch']:.1f} | {best['onnx'] / best['torch']:.2f}x | "
+            f"{rss['onnx']:.2f} / {rss['torch']:.2f} |"
+        )
+
+
+def _exported(names: list[str], folder: Path) -> list[str]:
+    """tests/archs.py architectures exported at 224x224 (torchscript, opset 17), seeded."""
+    archs = _archs()
+    paths = []
+    for name in names:
+        module = archs.randomised(archs.ARCHITECTURES[name]())
+        paths.append(str(archs.export(module, folder / f"{name}.onnx", "torchscript", 17,
+                                      (3, 224, 224))))  # fmt: skip
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=DEFAULT_MODELS)
@@ -184,7 +289,15 @@ def main() -> None:
     parser.add_argument(
         "--arch", action="append", default=[], help="tests/archs.py architecture (repeatable)."
     )
+    parser.add_argument("--pgd", action="store_true", help="Whole-process PGD comparison.")
+    parser.add_argument("--images", type=int, default=256, help="--pgd: images attacked.")
+    parser.add_argument("--steps", type=int, default=10, help="--pgd: PGD steps.")
     args = parser.parse_args()
+    if args.pgd:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = _exported(args.arch, Path(tmp)) if args.arch else args.models
+            pgd_study(paths, args.images, args.steps, args.threads, max(1, args.repeats // 10))
+        return
     if args.maxpool:
         maxpool_study(args.threads, args.repeats)
         return

@@ -55,6 +55,7 @@ def run_knowledge(
         device=settings.device,
         progress=progress,
         threads=settings.threads,
+        max_memory=settings.max_memory,
     )
 
 

@@ -673,6 +673,38 @@ CASES = {
     "gather_scalar_index": Case(
         [N("Gather", ["x", "i"], ["y"], axis=1)], (2, 3, 4), {"i": np.asarray(1)}
     ),
+    "gather_computed_as_strided": Case(  # dynamo's as_strided: flatten, gather a Range
+        [
+            N("Reshape", ["x", "minus1"], ["flat"]),
+            N("Size", ["x"], ["n"]),
+            N("Range", ["zero", "n", "two"], ["r"]),
+            N("Gather", ["flat", "r"], ["g"], axis=0),
+            N("Shape", ["x"], ["s"]),
+            N("Slice", ["s", "start", "stop"], ["batch"]),
+            N("Concat", ["batch", "minus1"], ["rows"], axis=0),
+            N("Reshape", ["g", "rows"], ["y"]),
+        ],
+        (2, 3, 4),
+        {
+            "minus1": ints(-1),
+            "zero": np.asarray(0),
+            "two": np.asarray(2),
+            "start": ints(0),
+            "stop": ints(1),
+        },  # fmt: skip
+    ),
+    "gather_computed_repeats_negative_axis1": Case(
+        [
+            N("Shape", ["x"], ["s"]),
+            N("Gather", ["s", "one"], ["c"]),
+            N("Range", ["zero", "c", "one"], ["r"]),
+            N("Sub", ["r", "c"], ["negative"]),
+            N("Concat", ["r", "negative"], ["i"], axis=0),
+            N("Gather", ["x", "i"], ["y"], axis=1),
+        ],
+        (2, 3, 4),
+        {"one": np.asarray(1), "zero": np.asarray(0)},
+    ),
     "gather_elements_repeats": Case(
         [N("GatherElements", ["x", "i"], ["y"], axis=1)],
         (2, 3),

@@ -17,6 +17,7 @@ from onnxaudit.cli.options import (
     InputScale,
     InputShape,
     Layers,
+    MaxMemory,
     Mean,
     Model,
     Out,
@@ -48,6 +49,7 @@ def knowledge(
     classes: ClassNames = None,
     device: Device = "auto",
     threads: Threads = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Embed sample and regional features in 3-D (Li, Wang, Zhang, NeurIPS 2021) and count the
     knowledge points of each layer; optionally across checkpoints and under a PGD attack."""

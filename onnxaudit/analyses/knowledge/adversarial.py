@@ -31,6 +31,7 @@ def adversarial_analysis(
     device: str = "auto",
     progress: ProgressFn = silent,
     threads: int | None = None,
+    max_memory: int | None = None,
 ) -> AdversarialResult:
     """Untargeted L-inf PGD on the analysed images; regional features recorded at every step
     and projected with the clean fit's Lambda (same coordinates and strength units)."""
@@ -51,7 +52,7 @@ def adversarial_analysis(
         for name in names:
             track[name].append(fitted.regions[name].transform(feats[name]))
 
-    grad = InputGradient(pm.proto, CrossEntropy(), device, threads)
+    grad = InputGradient(pm.proto, CrossEntropy(), device, threads, max_memory=max_memory)
     pgd(
         grad,
         result.images,

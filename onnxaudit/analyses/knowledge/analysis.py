@@ -51,8 +51,10 @@ def analyse_knowledge(
     progress: ProgressFn = silent,
     settings: KnowledgeSettings | None = None,
     threads: int | None = None,
+    max_memory: int | None = None,
 ) -> KnowledgeResult:
-    """Paper 1 on every image of `dataset` (subset it first to bound the cost)."""
+    """Paper 1 on every image of `dataset` (subset it first to bound the cost); `max_memory`
+    (bytes) sizes the attack's gradient batches."""
     settings = settings or KnowledgeSettings()
     x = dataset.images(pm.info.input_shape)
     labels = np.asarray(dataset.labels, np.int64)
@@ -94,5 +96,5 @@ def analyse_knowledge(
             checkpoints, x, labels, names, settings, seed, device, progress, threads
         )
     if attack:
-        result.adversarial = adversarial_analysis(pm, result, device, progress, threads)
+        result.adversarial = adversarial_analysis(pm, result, device, progress, threads, max_memory)
     return result

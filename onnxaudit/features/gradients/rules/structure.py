@@ -141,9 +141,11 @@ def tile(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
 @rule("Gather")
 def gather(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     """Constant indices: the adjoint of picking rows is a 0/1 matrix product, summing the
-    gradient of every pick of the same row."""
+    gradient of every pick of the same row. Indices computed in the graph: a scatter-add."""
     x = node.input[0]
     axis = axis_of(ctx, node, 0)
+    if ctx.value(node.input[1]) is None:
+        return _gather_computed(ctx, node, grads, axis)
     dims = ctx.dims.get(x) or ctx.static_dims(x, node)
     size = dims[axis]
     if size is None:
@@ -160,6 +162,34 @@ def gather(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     grad = ctx.op("Reshape", [grads[0], ctx.ints(split)])
     grad = ctx.op("MatMul", [ctx.const(np.ascontiguousarray(onehot.T), "onehot"), grad])
     return only_first(node, ctx.reshape_like(grad, x))
+
+
+def _gather_computed(ctx: GradContext, node: onnx.NodeProto, grads: Grads, axis: int) -> Grads:
+    """Indices known only at run time (the dynamo exporter's as_strided flattens the batch and
+    gathers a Range of it): ScatterND-add the gradient into zeros, with the gathered axis moved
+    first and negative indices wrapped. Needs opset 16 (the add reduction)."""
+    if ctx.opset < 16:
+        raise AuditError(f"{describe_node(node)}: computed indices need opset >= 16")
+    x, indices = node.input[0], node.input[1]
+    rank_x, rank_i = ctx.rank(x, node), ctx.rank(indices, node)
+    shape = ctx.shape_of(x)
+    idx = ctx.op("Cast", [indices], to=onnx.TensorProto.INT64)
+    size = ctx.op("Gather", [shape, ctx.ints([axis])])
+    negative = ctx.op("Cast", [ctx.op("Less", [idx, ctx.ints([0])])], to=onnx.TensorProto.INT64)
+    idx = ctx.op(
+        "Unsqueeze", [ctx.op("Add", [idx, ctx.op("Mul", [negative, size])]), ctx.ints([-1])]
+    )
+    grad = grads[0]  # dims: x[:axis] + indices + x[axis + 1:]
+    first = [axis, *(d for d in range(rank_x) if d != axis)]
+    if axis:
+        grad = ctx.op("Transpose", [grad], perm=[*range(axis, axis + rank_i), *range(axis),
+                                                *range(axis + rank_i, rank_i + rank_x - 1)])  # fmt: skip
+        shape = ctx.op("Gather", [shape, ctx.ints(first)])
+    zeros = ctx.op("ConstantOfShape", [shape], value=zero(ctx, x))
+    out = ctx.op("ScatterND", [zeros, idx, grad], reduction="add")
+    if axis:
+        out = ctx.op("Transpose", [out], perm=list(np.argsort(first)))
+    return only_first(node, out)
 
 
 @rule("GatherElements")
