@@ -1,7 +1,10 @@
 """Plain inference vs regional extraction (in-graph pooling) vs full-resolution extraction.
 
 Run by hand:  python bench/extract.py [--model models/zoo/vgg.onnx] [--batch 128] [--threads 2]
-All three are timed in one run, interleaved, so the ratios survive a noisy shared machine.
+All three are timed in one run, in interleaved turns of `--block` back-to-back calls (a real
+extraction runs its batches back to back; one call of each in turn measured the cache
+eviction by the other two as well, ~1-2 ms of 18 on the zoo vgg), so the ratios survive a noisy
+machine.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--grid", type=int, default=14)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--block", type=int, default=5, help="Consecutive calls per turn (as a real extraction)."
+    )
     args = parser.parse_args()
 
     prepared = prepare_model(args.model)
@@ -48,13 +54,17 @@ def main() -> None:
     for _ in range(3):  # warm-up
         for fn in runs.values():
             fn(x)
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn(x)
-            times[name].append(time.perf_counter() - start)
+    for _ in range(args.repeats):  # turns interleave the three; calls within a turn run back to
+        for name, fn in runs.items():  # back, warm, as an extraction's batches do
+            for _ in range(args.block):
+                start = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - start)
     base = statistics.median(times["plain inference"])
-    print(f"model {args.model}, batch {args.batch}, {args.threads} threads, {args.repeats} repeats")
+    print(
+        f"model {args.model}, batch {args.batch}, {args.threads} threads, "
+        f"{args.repeats} turns of {args.block} calls"
+    )
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:40s} {median * 1e3:8.2f} ms  {median / base:5.2f}x plain")

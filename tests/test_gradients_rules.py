@@ -178,6 +178,19 @@ CASES = {
         {"w": weights(6, 2, 3, 2)},
         F32,
     ),
+    # more than FEW_CHANNELS input channels: the flipped "full" Conv route
+    "conv_flipped_wide": Case(
+        [N("Conv", ["x", "w"], ["y"], pads=[1, 1, 0, 0])],
+        (2, 6, 6, 5),
+        {"w": weights(3, 6, 3, 2)},
+        F32,
+    ),
+    "conv_flipped_groups_dilated": Case(
+        [N("Conv", ["x", "w"], ["y"], dilations=[2, 1], pads=[2, 0, 1, 1], group=2)],
+        (2, 6, 8, 7),
+        {"w": weights(4, 3, 3, 2)},
+        F32,
+    ),
     "conv_valid": Case([conv(auto_pad="VALID")], IMG, CONV_INITS, F32),
     "conv_groups": Case(
         [N("Conv", ["x", "w"], ["y"], group=2, pads=[1, 1, 1, 1])],

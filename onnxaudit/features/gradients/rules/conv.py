@@ -75,10 +75,15 @@ def transposed(ctx: GradContext, grad: str, weight: str, win: Window, group: int
     )
 
 
+FEW_CHANNELS = 4  # adjoint output channels below onnxruntime's blocked (NCHWc) Conv layout
+
+
 @rule("Conv")
 def conv(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     """ConvTranspose with the same geometry; for stride 1 and constant weights, the equivalent
-    "full" Conv with flipped, transposed weights, which onnxruntime runs ~1.5x faster."""
+    "full" Conv with flipped, transposed weights, which onnxruntime runs ~1.5x faster, unless
+    that Conv would have a few output channels (the image's): there onnxruntime's Conv is ~6x
+    slower than ConvTranspose (16 -> 1 channels, 28x28: 2.4 vs 0.4 ms; bench/RESULTS.md)."""
     weight = node.input[1]
     kernel = ctx.static_dims(weight, node, start=2)
     win = window(ctx, node, kernel)
@@ -87,7 +92,8 @@ def conv(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
     reach = [d * (k - 1) for d, k in zip(win.dilations, kernel, strict=True)]
     full_pads = [r - b for r, b in zip(reach, win.begin, strict=True)]
     full_pads += [r - e + p for r, e, p in zip(reach, win.end, win.output_padding, strict=True)]
-    if values is None or set(win.strides) != {1} or min(full_pads) < 0:
+    few_channels = values is not None and values.shape[1] * group <= FEW_CHANNELS
+    if values is None or set(win.strides) != {1} or min(full_pads) < 0 or few_channels:
         return only_first(node, transposed(ctx, grads[0], weight, win, group))
     m, c = values.shape[:2]  # (M, C / group, *kernel) -> (C, M / group, *kernel), flipped
     swapped = values.reshape(group, m // group, c, *kernel).swapaxes(1, 2)

@@ -31,9 +31,11 @@ def _between(ctx: GradContext, z: str, low: float, high: float) -> str:
 
 @rule("Relu")
 def relu(ctx: GradContext, node: onnx.NodeProto, grads: Grads) -> Grads:
-    """Mask Sign(y) (y >= 0, so 1 where x > 0, else 0): one op, and reading y rather than x
-    leaves onnxruntime free to fuse Conv + Relu in the forward."""
-    return scaled(ctx, node, grads[0], ctx.op("Sign", [node.output[0]]))
+    """Mask Cast(y > 0) (1 where x > 0, else 0): reading y rather than x leaves onnxruntime free
+    to fuse Conv + Relu in the forward; Greater + Cast run 2x faster than Sign(y), which was
+    15 % of a zoo vgg gradient step (bench/RESULTS.md)."""
+    y = node.output[0]
+    return scaled(ctx, node, grads[0], ctx.mask("Greater", y, ctx.scalar(0.0, y), y))
 
 
 @rule("LeakyRelu")
