@@ -52,9 +52,9 @@ def timed(fn, *args):
     return value, time.perf_counter() - start
 
 
-def search(model: bytes, x, y, epochs: float, executor) -> object:
+def search(model: bytes, x, y, epochs: float, executor, threads: int | None = None) -> object:
     options = {"k": 0.05, "batch_per_class": BATCH, "epochs": epochs, "canvas": CANVASES}
-    return sharded_search(model, x, y, None, options, 0, "cpu", None, executor)
+    return sharded_search(model, x, y, None, options, 0, "cpu", threads, executor)
 
 
 def forward_cost(pm, x: np.ndarray, repeats: int = 5) -> float:
@@ -133,6 +133,9 @@ def main() -> None:
     model = pm.proto.SerializeToString()
 
     alone, t_alone = timed(search, model, x, y, args.epochs, IN_PROCESS)
+    # one thread in-process: how much onnxruntime's own threads already gain (the bound of
+    # what N single-threaded workers can add: ratio >= that gain / N)
+    _, t_one = timed(search, model, x, y, args.epochs, IN_PROCESS, 1)
     t_start = time.perf_counter()
     with executors.dask_client(args.workers, None) as client:
         client.wait_for_workers(args.workers)
@@ -152,6 +155,7 @@ def main() -> None:
             "steps": alone.n_steps_,
             "image_gradients": units,
             "in_process_s": round(t_alone, 1),
+            "in_process_1_thread_s": round(t_one, 1),
             "workers": args.workers,
             "workers_s": round(t_spread, 1),
             "ratio": round(t_spread / t_alone, 2),

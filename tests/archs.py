@@ -405,6 +405,9 @@ def randomised(
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = 1.0  # running statistics = those of the calibration batch
         module.train()
+        for m in module.modules():
+            if isinstance(m, nn.Dropout):  # no global-RNG draws: the same module in any test order
+                m.eval()
         module(torch.rand(4, *input_shape, generator=generator))
         for m in module.modules():
             if isinstance(m, nn.BatchNorm2d):

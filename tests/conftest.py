@@ -98,3 +98,32 @@ def fake_analyses(monkeypatch):
     ):
         monkeypatch.setitem(pipeline.ANALYSES, name, fake)
     return state
+
+
+@pytest.fixture(scope="session")
+def torch_export(tmp_path_factory):
+    """`get(name, exporter, opset, softmax=False) -> (module, path)`: a tests/archs.py
+    architecture (seed 0, 224x224, eval) exported once per session, so the gradient and intake
+    corpora share their exports (dynamo takes 5-30 s per graph)."""
+    torch = pytest.importorskip("torch")
+    from archs import ARCHITECTURES, export, randomised
+
+    folder = tmp_path_factory.mktemp("torch-exports")
+    modules: dict[str, object] = {}
+    paths: dict[tuple, Path] = {}
+
+    def get(name: str, exporter: str, opset: int, softmax: bool = False):
+        if exporter == "dynamo":
+            pytest.importorskip("onnxscript")
+        if name not in modules:
+            modules[name] = randomised(ARCHITECTURES[name]())
+        key = (name, exporter, opset, softmax)
+        if key not in paths:
+            module = modules[name]
+            if softmax:
+                module = torch.nn.Sequential(module, torch.nn.Softmax(dim=1)).eval()
+            file = folder / f"{name}-{exporter}-{opset}{'-softmax' if softmax else ''}.onnx"
+            paths[key] = export(module, file, exporter, opset, (3, 224, 224))
+        return modules[name], paths[key]
+
+    return get

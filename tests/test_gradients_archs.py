@@ -19,8 +19,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from archs import ARCHITECTURES, export, randomised  # noqa: E402
-
 from onnxaudit.features.gradients import CrossEntropy, InputGradient  # noqa: E402
 
 CASES = [  # (architecture, exporter, opset); ViT-B/16 is in bench/gradients.py (too slow here)
@@ -52,13 +50,10 @@ PARAMS = [
 
 @pytest.mark.parametrize("name, exporter, opset", PARAMS)
 def test_onnx_gradient_matches_torch_autograd(
-    name: str, exporter: str, opset: int, tmp_path
+    name: str, exporter: str, opset: int, torch_export
 ) -> None:
-    if exporter == "dynamo":
-        pytest.importorskip("onnxscript")
     torch.set_num_threads(1)
-    module = randomised(ARCHITECTURES[name]())
-    path = export(module, tmp_path / f"{name}.onnx", exporter, opset, (3, 224, 224))
+    module, path = torch_export(name, exporter, opset)
     model = onnx.load(str(path))
     x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([1, 5, 9, 999])

@@ -51,6 +51,7 @@ class Case:
     model_input: Callable[[np.ndarray], np.ndarray] = _same
     expected_logits: Callable[[np.ndarray], np.ndarray] = _same
     per_image: bool = False  # the original has a fixed batch of 1
+    attack: bool = True  # the light graphs' PGD is in test_gradients_light (with their FD check)
     images: int = 6
 
 
@@ -79,7 +80,11 @@ LIGHT_SCORES = {  # the final Softmax's input; DenseNet-121 has no Softmax: its 
 }
 LIGHT = {
     name: Case(
-        lambda name=name: light_graph(name, seed=7), LIGHT_SCORES[name], per_image=True, images=4
+        lambda name=name: light_graph(name, seed=7),
+        LIGHT_SCORES[name],
+        per_image=True,
+        images=4,
+        attack=False,
     )
     for name in LIGHT_NAMES
 }
@@ -100,5 +105,10 @@ def test_corpus_graph(tmp_path, name, case):
     path = tmp_path / f"{name}.onnx"
     onnx.save(model, path)
     check_corpus_model(
-        tmp_path, path, lambda x: reference_logits(case, model, x), case.options, case.images
+        tmp_path,
+        path,
+        lambda x: reference_logits(case, model, x),
+        case.options,
+        case.images,
+        case.attack,
     )
