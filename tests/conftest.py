@@ -100,6 +100,9 @@ def fake_analyses(monkeypatch):
     return state
 
 
+TORCH_DEFAULT_SEED = 67280421310721
+
+
 @pytest.fixture(scope="session")
 def torch_export(tmp_path_factory):
     """`get(name, exporter, opset, softmax=False) -> (module, path)`: a tests/archs.py
@@ -116,6 +119,10 @@ def torch_export(tmp_path_factory):
         if exporter == "dynamo":
             pytest.importorskip("onnxscript")
         if name not in modules:
+            # torch's default init draws from the global RNG, which torch seeds at random per
+            # process (randomised keeps that init's scale): a fixed seed makes every module the
+            # same in any process and test order
+            torch.manual_seed(TORCH_DEFAULT_SEED)
             modules[name] = randomised(ARCHITECTURES[name]())
         key = (name, exporter, opset, softmax)
         if key not in paths:
