@@ -19,6 +19,7 @@ from onnxaudit.features.gradients.context import FLOAT_TYPES, GradContext, descr
 from onnxaudit.features.gradients.objectives import CrossEntropy, Objective
 from onnxaudit.features.gradients.rules import RULES
 from onnxaudit.features.gradients.shapes import computed_constants, inferred, with_probed_shapes
+from onnxaudit.model.graph import unique_name
 
 # Rules emit ops in the model's own opset from 9 on (Sign, ConstantOfShape, Where...); older
 # models are converted to it first.
@@ -136,17 +137,13 @@ def _free_names(model: onnx.ModelProto, reserved: Sequence[str]) -> dict[str, st
     The image input keeps its name (it is what callers feed)."""
     graph = model.graph
     used = {name for node in graph.node for name in [*node.input, *node.output]}
-    used |= {t.name for t in [*graph.input, *graph.output, *graph.initializer]}
+    used |= {t.name for t in [*graph.output, *graph.initializer]}
     image = {i.name for i in graph.input}
-    renamed = {}
-    for name in reserved:
-        if name in used and name not in image:
-            new, k = f"{name}/model", 0
-            while new in used:
-                k += 1
-                new = f"{name}/model{k}"
-            renamed[name] = new
-            used.add(new)
+    renamed = {
+        name: unique_name(graph, f"{name}/model")
+        for name in reserved
+        if name in used and name not in image
+    }
     if renamed:
         for node in graph.node:
             node.input[:] = [renamed.get(n, n) for n in node.input]
