@@ -84,9 +84,9 @@ def build_gradient_model(
         zero = onnx.numpy_helper.from_array(np.zeros(1, ctx.np_dtype(image)))
         input_grad = ctx.op("ConstantOfShape", [ctx.shape_of(image)], value=zero)
     outputs = {"loss": loss, "logits": scores, "input_grad": input_grad}
-    outputs.update({f"grad:{name}": total(tensor) for name, tensor in wrt.items()})
     mirrors = {"loss": scores, "logits": scores, "input_grad": image}
-    mirrors.update({f"grad:{name}": tensor for name, tensor in wrt.items()})
+    for name, tensor in wrt.items():  # under the caller's name, even where the model's was freed
+        outputs[f"grad:{name}"], mirrors[f"grad:{name}"] = total(tensor), tensor
     loss_dims = (None,) if objective.reduction == "none" else ()
     return _assemble(model, ctx, outputs, mirrors, loss_dims)
 
