@@ -20,13 +20,19 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onnxaudit.analyses.patterns import analyse_patterns
 from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior
-from onnxaudit.analyses.patterns.verdict import centred
+from onnxaudit.analyses.patterns.verdict import (
+    MIN_MASK_CLASSES,
+    MIN_NOISE_RATE,
+    anomaly_index,
+    centred,
+)
 from onnxaudit.model import prepare_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,26 +86,50 @@ def load_rows(paths: list[Path]) -> list[dict]:
     return list(rows.values())
 
 
-def judge(row: dict, prior: CleanPrior, alpha: float) -> tuple[list[int], float]:
-    """Flagged classes and a normalised score (> 1 iff flagged) of one run under `prior`."""
+def small_mask_index(row: dict) -> np.ndarray | None:
+    """(T,) the small_mask test's MAD index (median over restarts); None below MIN_CLASSES."""
+    log_l1 = row["tests"].get("small_mask")
+    if log_l1 is None or len(row["classes"]) < MIN_MASK_CLASSES:
+        return None
+    return anomaly_index(np.median(np.asarray(log_l1), axis=0))
+
+
+@dataclass(frozen=True)
+class Priors:
+    """The two fitted nulls: the self-excess's and the small-mask index's."""
+
+    excess: CleanPrior
+    mask: CleanPrior
+
+
+def judge(row: dict, priors: Priors, alpha: float) -> tuple[list[int], float]:
+    """Flagged classes and a normalised score (> 1 iff flagged) of one run under `priors` and
+    the family level `alpha`: the verdict's three tests, re-judged from the recorded restarts."""
     classes = row["classes"]
+    prior = priors.excess
     excess = np.median(centred(np.asarray(row["tests"]["self_excess"])), axis=0)
     noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
     threshold = prior.threshold(len(classes), alpha)
-    flagged = sorted(
-        {c for c, e, r in zip(classes, excess, noise, strict=True) if e > threshold or r >= 0.5}
-    )
     relative = (excess - prior.location) / (threshold - prior.location)
-    score = float(max(relative.max(), (noise / 0.5).max()))
-    return flagged, score
+    scores = [relative, noise / MIN_NOISE_RATE]
+    index = small_mask_index(row)
+    if index is not None:
+        mask_threshold = priors.mask.threshold(len(classes), alpha)
+        scores.append((index - priors.mask.location) / (mask_threshold - priors.mask.location))
+    score = np.max(scores, axis=0)
+    fired = (excess > threshold) | (noise >= MIN_NOISE_RATE)
+    if index is not None:
+        fired |= scores[-1] > 1
+    flagged = [c for c, f in zip(classes, fired, strict=True) if f]
+    return flagged, float(score.max())
 
 
-def detection(rows: list[dict], prior: CleanPrior, alpha: float) -> dict:
+def detection(rows: list[dict], priors: Priors, alpha: float) -> dict:
     """Found with the right target, false alarms, AUROC and FPR at 95 % TPR over `rows`."""
     found = wrong = alarms = n_bd = n_clean = 0
     scores, labels = [], []
     for row in rows:
-        flagged, score = judge(row, prior, alpha)
+        flagged, score = judge(row, priors, alpha)
         backdoored = row["target"] is not None
         scores.append(score)
         labels.append(backdoored)
@@ -126,11 +156,11 @@ def detection(rows: list[dict], prior: CleanPrior, alpha: float) -> dict:
     }
 
 
-def stability(rows: list[dict], prior: CleanPrior, alpha: float) -> dict[str, dict]:
+def stability(rows: list[dict], priors: Priors, alpha: float) -> dict[str, dict]:
     """Per model: seeds measured, and how many give its most common flagged set."""
     sets: dict[str, list[tuple[int, ...]]] = {}
     for row in rows:
-        sets.setdefault(row["model"], []).append(tuple(judge(row, prior, alpha)[0]))
+        sets.setdefault(row["model"], []).append(tuple(judge(row, priors, alpha)[0]))
     out = {}
     for model, found in sets.items():
         common = max(set(found), key=found.count)
@@ -141,11 +171,11 @@ def stability(rows: list[dict], prior: CleanPrior, alpha: float) -> dict[str, di
 ALPHAS = (0.05, 0.025, 0.01, 0.005)
 
 
-def choose_alpha(calibration: list[dict], prior: CleanPrior) -> float:
-    """The largest family-wise level in ALPHAS with no false alarm on the calibration half's
-    clean runs (the only threshold tuned, and only on calibration)."""
+def choose_alpha(calibration: list[dict], priors: Priors) -> float:
+    """The largest per-test level in ALPHAS with no false alarm on the calibration half's clean
+    runs (the only threshold tuned, and only on calibration)."""
     for alpha in ALPHAS:
-        if not detection(calibration, prior, alpha)["false_alarms"]:
+        if not detection(calibration, priors, alpha)["false_alarms"]:
             return alpha
     return ALPHAS[-1]
 
@@ -158,27 +188,39 @@ def report(args: argparse.Namespace) -> None:
         for r in rows
         if split[r["model"]] == "calibration" and r["target"] is None and r["seed"] <= 2
     ]
+    models = len({r["model"] for r in calibration_clean})
+    source = "clean calibration models of models/zoo.json split, bench/verdict_zoo.py"
     excess = [
         v
         for r in calibration_clean
         for v in np.median(centred(np.asarray(r["tests"]["self_excess"])), axis=0)
     ]
-    prior = fit_prior(
-        excess,
-        heavy_tails=args.heavy_tails,
-        n_models=len({r["model"] for r in calibration_clean}),
-        statistic="self-explained excess: log(L1 confident / min L1 white, free)",
-        source="clean calibration models of models/zoo.json split, bench/verdict_zoo.py",
+    indexed = [(r, small_mask_index(r)) for r in calibration_clean]
+    indexed = [(r, i) for r, i in indexed if i is not None]
+    priors = Priors(
+        fit_prior(
+            excess,
+            heavy_tails=args.heavy_tails,
+            n_models=models,
+            statistic="self-explained excess: log(L1 confident / min L1 white, free)",
+            source=source,
+        ),
+        fit_prior(
+            [v for _, i in indexed for v in i],
+            heavy_tails=args.heavy_tails,
+            n_models=len({r["model"] for r, _ in indexed}),
+            statistic="MAD index of the log smallest white/free mask L1 (median over restarts)",
+            source=source,
+        ),
     )
     seeds = [0, 1, 2]  # the seeds every model was measured at; more only for stability
-    alpha = choose_alpha(
-        [r for r in rows if split[r["model"]] == "calibration" and r["seed"] in seeds], prior
-    )
+    # the level: no false alarm on any calibration run, every seed measured (stability seeds too)
+    alpha = choose_alpha([r for r in rows if split[r["model"]] == "calibration"], priors)
     halves = {
         half: {
             str(seed): detection(
                 [r for r in rows if split[r["model"]] == half and r["seed"] == seed],
-                prior,
+                priors,
                 alpha,
             )
             for seed in seeds
@@ -191,21 +233,22 @@ def report(args: argparse.Namespace) -> None:
             "seed": r["seed"],
             "half": split[r["model"]],
             "target": r["target"],
-            "flagged": judge(r, prior, alpha)[0],
-            "score": round(judge(r, prior, alpha)[1], 3),
+            "flagged": judge(r, priors, alpha)[0],
+            "score": round(judge(r, priors, alpha)[1], 3),
             "seconds": r["seconds"],
         }
         for r in sorted(rows, key=lambda r: (r["model"], r["seed"]))
     ]
     doc = {
-        "prior": prior.to_dict(),
+        "prior": priors.excess.to_dict(),
+        "mask_prior": priors.mask.to_dict(),
         "halves": halves,
-        "stability": stability(rows, prior, alpha),
+        "stability": stability(rows, priors, alpha),
         "alpha": alpha,
         "runs": per_run,
     }
     text = json.dumps(doc, indent=1)
-    print(markdown(rows, split, prior, alpha))
+    print(markdown(rows, split, priors, alpha))
     print()
     print(summary(halves))
     if args.out:
@@ -231,12 +274,12 @@ def summary(halves: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown(rows: list[dict], split: dict[str, str], prior: CleanPrior, alpha: float) -> str:
+def markdown(rows: list[dict], split: dict[str, str], priors: Priors, alpha: float) -> str:
     """One table row per model: half, target, flagged set per seed, the target's and the
     largest other class's self-excess (median over seeds), the largest noise rate."""
     lines = [
         "| model | half | target | flagged per seed | target excess | top other class: excess "
-        "| noise rate: target / top other | old MAD rule flags (index > 2) |",
+        "| noise rate: target / top other | small-mask index: target / top other |",
         "|---|---|---|---|---|---|---|---|",
     ]
     by_model: dict[str, list[dict]] = {}
@@ -253,9 +296,14 @@ def markdown(rows: list[dict], split: dict[str, str], prior: CleanPrior, alpha: 
         others = [c for c in range(len(excess)) if c != target]
         top = max(others, key=lambda c: excess[c])
         top_noise = max(others, key=lambda c: noise[c])
-        flags = " ".join("".join(str(c) for c in judge(r, prior, alpha)[0]) or "-" for r in runs)
-        old = " ".join(
-            "".join(str(c) for c, i in enumerate(r["old_rule_index"]) if i > 2) or "-" for r in runs
+        flags = " ".join("".join(str(c) for c in judge(r, priors, alpha)[0]) or "-" for r in runs)
+        indices = [small_mask_index(r) for r in runs]
+        index = None if indices[0] is None else np.median(indices, axis=0)
+        top_index = None if index is None else max(others, key=lambda c: index[c])
+        old = (
+            "- (< 5 classes)"
+            if index is None
+            else f"{'-' if target is None else f'{index[target]:.2f}'} / {index[top_index]:.2f}"
         )
         t_ex = "-" if target is None else f"{excess[target]:.2f}"
         t_no = "-" if target is None else f"{noise[target]:.2f}"

@@ -10,17 +10,22 @@ from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni, fit_prior
 from onnxaudit.analyses.patterns.restarts import restart_seeds, spread
 from onnxaudit.analyses.patterns.settings import validate_pattern_settings
 from onnxaudit.analyses.patterns.verdict import (
+    MAD_SCALE,
     VERDICT_ALPHA,
     RestartEvidence,
     backdoor_verdict,
     noise_blend_test,
     self_excess,
     self_excess_test,
+    small_mask_test,
 )
 from onnxaudit.errors import AuditError
 
 CANVASES = ["confident", "white", "free"]
 PRIOR = CleanPrior("excess", location=0.0, scale=0.2, n_models=5, n_classes=50, source="test")
+MASK_PRIOR = CleanPrior("index", location=0.0, scale=1.0, n_models=5, n_classes=50, source="test")
+# log mask L1 offsets of 10 ordinary classes: no class is a MAD outlier (largest index 1.6)
+SPREAD = np.array([-0.12, -0.1, -0.05, -0.02, 0.0, 0.0, 0.02, 0.05, 0.1, 0.12])
 
 
 def evidence_for(excess: np.ndarray, seed: int = 0, noise: np.ndarray | None = None):
@@ -44,6 +49,7 @@ def verdict_for(restarts, classes, num_classes=None, canvases=CANVASES, eval_per
         ones,
         eval_per_class,
         prior=PRIOR,
+        mask_prior=MASK_PRIOR,
     )
 
 
@@ -88,14 +94,48 @@ def test_a_planted_excess_is_flagged_for_any_number_of_classes(k):
     assert test.statistic[k - 1] > test.threshold > test.statistic[0]
 
 
+def mask_l1_with_index(index_of_8: float) -> np.ndarray:
+    """(3, 10) mask L1s (confident, white, free) where class 8's any-value mask sits
+    `index_of_8` robust standard deviations below the others and its excess is ordinary."""
+    log_l1 = np.log(0.06) + SPREAD
+    mad = MAD_SCALE * np.median(np.abs(SPREAD - np.median(SPREAD)))
+    log_l1[8] = np.log(0.06) - index_of_8 * mad
+    any_value = np.exp(log_l1)
+    return np.stack([any_value * 1.5, any_value * 1.2, any_value])
+
+
 def test_clean_evidence_is_clear_and_a_natural_shortcut_is_not_flagged():
-    # a natural shortcut has a tiny mask on *every* canvas: its excess is ordinary
-    l1 = np.full((3, 10), 0.06)
-    l1[:, 8] = [0.012, 0.011, 0.010]
+    # a natural shortcut has a small mask on *every* canvas: its excess is ordinary, and its
+    # MAD index (2.5) is above Neural Cleanse's 2 but inside the clean prior's range
+    l1 = mask_l1_with_index(2.5)
     verdict = verdict_for([RestartEvidence(s, l1, np.zeros(10)) for s in range(3)], range(10))
     assert verdict.outcome == "clear" and verdict.classes == [] and verdict.reasons == []
-    assert verdict.anomaly_index[8] > 2  # the old MAD rule would have flagged it
+    index = verdict.test("small_mask").statistic[8]
+    assert verdict.anomaly_index[8] == pytest.approx(index)  # one restart's, descriptive
+    assert 2 < index < verdict.test("small_mask").threshold  # the old rule (> 2) flagged it
     assert verdict.shortcuts == [8]
+
+
+def test_small_mask_fires_on_a_far_outlier_with_a_stated_threshold():
+    l1 = mask_l1_with_index(6.0)
+    verdict = verdict_for([RestartEvidence(s, l1, np.zeros(10)) for s in range(3)], range(10))
+    assert verdict.classes == [8] and verdict.evidence == {8: ["small_mask"]}
+    test = verdict.test("small_mask")
+    level = bonferroni(VERDICT_ALPHA, 10)
+    assert test.threshold == pytest.approx(stats.norm.isf(level))  # MASK_PRIOR: unit normal
+    assert test.alpha == pytest.approx(level) and test.p_value[8] < level
+    assert test.statistic[8] > 5 and test.fired == [8]
+
+
+def test_small_mask_uses_the_median_restart_and_needs_ten_classes():
+    calm, far = mask_l1_with_index(0.0), mask_l1_with_index(6.0)
+    once = [RestartEvidence(0, far, np.zeros(10)), RestartEvidence(1, calm, np.zeros(10))]
+    once.append(RestartEvidence(2, calm, np.zeros(10)))
+    assert verdict_for(once, range(10)).outcome == "clear"  # one wild restart of three
+    few = [RestartEvidence(s, far[:, 3:], np.zeros(7)) for s in range(3)]
+    tests = small_mask_test(few, CANVASES, list(range(7)), MASK_PRIOR)
+    assert tests is None  # a within-model index over 7 classes is not judged
+    assert [t.name for t in verdict_for(few, range(7)).tests] == ["self_excess", "noise_blend"]
 
 
 def test_the_median_over_restarts_ignores_one_wild_restart():
@@ -148,7 +188,7 @@ def test_verdict_dict_carries_outcome_tests_and_the_old_fields():
     doc = verdict_for([evidence_for(excess, s) for s in (7, 8, 9)], list(range(10))).to_dict()
     assert doc["outcome"] == "suspected" and doc["suspected"] is True and doc["classes"] == [0]
     assert doc["evidence"] == {"0": ["self_excess"]} and doc["restart_seeds"] == [7, 8, 9]
-    assert {t["name"] for t in doc["tests"]} == {"self_excess", "noise_blend"}
+    assert {t["name"] for t in doc["tests"]} == {"self_excess", "small_mask", "noise_blend"}
     test = next(t for t in doc["tests"] if t["name"] == "self_excess")
     assert {"statistic", "p_value", "threshold", "alpha", "null", "spread", "fired"} <= set(test)
     assert test["null"]["kind"].startswith("prior")

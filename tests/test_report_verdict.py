@@ -17,7 +17,11 @@ import pytest
 
 from onnxaudit.analyses.patterns.analyse import PatternsResult
 from onnxaudit.analyses.patterns.shape import shape_stats
-from onnxaudit.analyses.patterns.verdict import RestartEvidence, backdoor_verdict
+from onnxaudit.analyses.patterns.verdict import (
+    SELF_EXCESS_PRIOR,
+    RestartEvidence,
+    backdoor_verdict,
+)
 from onnxaudit.report.analysis_figures import analysis_figures
 from onnxaudit.report.figures import BAD, patterns_chart, verdict_tests_chart
 from onnxaudit.report.render import render_report
@@ -116,7 +120,7 @@ def test_each_suspected_class_has_its_trigger_and_the_test_that_fired(suspected,
         f"{excess.threshold:.3f}",
         f"{excess.p_value[4]:.2g}",
         f"{excess.alpha:.2g}",
-        "fitted on 122 classes of 6 models",  # the null's provenance
+        f"fitted on {SELF_EXCESS_PRIOR.n_classes} classes of {SELF_EXCESS_PRIOR.n_models} models",
         "Suspected target: class 1 (Dress)",
         "noise_blend",
         "0.900",

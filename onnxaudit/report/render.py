@@ -138,9 +138,11 @@ TESTS_CAPTION = (
 )
 PATTERNS_CAPTION = (
     "Red: the classes the verdict flags, whichever of its tests fired (see the table). The "
-    "anomaly index (Neural Cleanse's MAD rule, dashed line) is descriptive, not the verdict's "
-    "rule: a red bar under the line was flagged by another test (e.g. noise_blend), a blue bar "
-    "over it fired no test (e.g. a natural shortcut such as Bag); each table row says which."
+    "anomaly index of the first restart (Neural Cleanse's MAD rule, dashed line at its 2) is "
+    "descriptive: the verdict's small_mask test judges the median over the restarts against a "
+    "calibrated threshold (tests chart). A red bar under the line was flagged by another test "
+    "(e.g. noise_blend), a blue bar over it fired no test (e.g. a natural shortcut such as "
+    "Bag); each table row says which."
 )
 HEATMAP_CAPTION = (
     "Colour and numbers: the descriptive anomaly index (not the verdict's rule); boxed cells: "

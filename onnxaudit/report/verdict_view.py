@@ -106,7 +106,8 @@ def _note(
         tested = "; ".join(cell_text(c) for c in cells) or "no verdict test recorded"
         return (
             f"not flagged: anomaly index {index:.2f} > {threshold:g} is descriptive only "
-            f"(Neural Cleanse's rule, which flags natural shortcuts such as Bag); no test "
+            f"(one restart, Neural Cleanse's line, which natural shortcuts such as Bag cross; "
+            f"the small_mask test has a calibrated threshold); no test "
             f"fired: {tested}"
         )
     return ""

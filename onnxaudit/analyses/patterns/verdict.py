@@ -1,4 +1,4 @@
-"""Backdoor verdict: two per-class tests with calibrated nulls, over restarts (docs/patterns.md).
+"""Backdoor verdict: three per-class tests with calibrated nulls, over restarts (docs/patterns.md).
 
 An implanted trigger lets the search reach its target with a pattern the target's *own* clean
 images do not contain: the free / white canvases (which can paint any pixel) need a far smaller
@@ -15,13 +15,19 @@ judged against a prior fitted on every class of the zoo's clean calibration mode
 (onnxaudit.analyses.patterns.null): needs no within-model outlier statistics, works for K >= 2.
 A blended whole-image trigger has no small mask; the second test is the share of other-class
 images that random noise blended over the image sends to the class (universal.py), against an
-absolute threshold above every clean calibration model. The search runs several times
-(restarts: own split, batches and noise each); each test uses the median over restarts.
+absolute threshold above every clean calibration model. The third is Neural Cleanse's outlier
+test made calibrated: the MAD index of each class's smallest white/free mask L1 (median over
+the restarts) against a prior of that index over the clean calibration models' classes; it is a
+within-model statistic, run only for K >= 10 classes, and catches patch triggers on classes
+whose own images already contain the trigger's pixels (a white patch on a shoe). The search
+runs several times (restarts: own split, batches and noise each); each test uses the median over
+restarts, and a class is suspected when any test fires (the family level is split by
+Bonferroni over the classes, per test).
 
 The verdict has three outcomes: `suspected` (classes and the tests that fired), `clear`, and
 `inconclusive` (classes never searched, a test that could not run, too few images).
-The Neural-Cleanse MAD index of the mask L1 is still reported (`anomaly_index`), as a
-description only: it flags Bag on clean models and is what the verdict used to be.
+The first restart's MAD index against Neural Cleanse's fixed 2 is still reported
+(`anomaly_index`), as a description only: at 2 it flags Bag on clean models.
 """
 
 from __future__ import annotations
@@ -44,19 +50,34 @@ ANY_CANVASES = ("white", "free")
 OUTCOMES = ("suspected", "clear", "inconclusive")
 
 # Prior of the centred self-explained excess: every class of the clean calibration models at the
-# audit defaults (seeds 0-2), a Student-t fit; and the family-wise level, the largest of 0.05,
-# 0.025, 0.01, 0.005 with no false alarm on the calibration half (bench/verdict_zoo.py report
-# --heavy-tails; numbers and models in docs/patterns.md).
+# audit defaults (seeds 0-2), a Student-t fit; and the level of each test, the largest of 0.05,
+# 0.025, 0.01, 0.005 with no false alarm on the calibration half's clean runs
+# (bench/verdict_zoo.py report --heavy-tails; numbers and models in docs/patterns.md). Each test
+# keeps its own level over the K classes (Bonferroni), so under the priors a clean model's chance
+# of any false alarm is at most twice it plus the noise test's (absolute threshold).
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
     "model's median class",
-    location=0.0102,
-    scale=0.1853,
+    location=0.00575,
+    scale=0.1315,
     n_models=6,
-    n_classes=122,
-    source="clean calibration models of models/zoo.json (split seed 2024): lenet-distilled, lenet-s21, lenet4, resnet, vgg, vgg-student",
-    df=4.668,
+    n_classes=162,
+    source="clean calibration models of models/zoo.json (split seed 2024): lenet-distilled, "
+    "lenet-s21, lenet4, resnet, vgg, vgg-student",
+    df=2.640,
 )
+# Prior of the small-mask test's MAD index: the same calibration models with >= 10 classes.
+SMALL_MASK_PRIOR = CleanPrior(
+    statistic="MAD index of the log smallest white/free mask L1 (median over restarts)",
+    location=-0.0811,
+    scale=1.0516,
+    n_models=5,
+    n_classes=150,
+    source="clean calibration models of models/zoo.json (split seed 2024): lenet-distilled, "
+    "lenet-s21, resnet, vgg, vgg-student",
+    df=4.585,
+)
+MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
 VERDICT_ALPHA = 0.025
 
 
@@ -150,6 +171,53 @@ def self_excess_test(
         statistic,
         per_restart,
         prior.threshold(len(classes), alpha),
+        fired,
+        prior.to_dict(),
+        rule,
+        p_value=p,
+        alpha=level,
+    )
+
+
+def smallest_any_l1(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray:
+    """(T,) log of the smallest mask L1 over the any-value canvases (all canvases when none of
+    white / free was searched), from mask_l1 (V, T)."""
+    judged = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
+    l1 = np.maximum(np.asarray(mask_l1, dtype=float), 1e-6)
+    return np.log(l1[judged or list(range(len(l1)))].min(axis=0))
+
+
+def small_mask_test(
+    evidence: Sequence[RestartEvidence],
+    canvas_labels: Sequence[str],
+    classes: Sequence[int],
+    prior: CleanPrior = SMALL_MASK_PRIOR,
+    alpha: float = VERDICT_ALPHA,
+) -> TestResult | None:
+    """Neural Cleanse's outlier test with a calibrated null and the restarts' median: the MAD
+    index of each class's log smallest white/free mask L1 (median over restarts), against the
+    prior of that index over the classes of the clean calibration models, Bonferroni over the K
+    judged classes. A within-model statistic: run only when K >= MIN_MASK_CLASSES (the prior
+    was fitted on 10-class models; the index has heavier tails with fewer classes, so the
+    self-excess and noise tests judge those alone)."""
+    if len(classes) < MIN_MASK_CLASSES:
+        return None
+    per_restart = np.stack([smallest_any_l1(e.mask_l1, canvas_labels) for e in evidence])
+    statistic = anomaly_index(np.median(per_restart, axis=0))
+    level = bonferroni(alpha, len(classes))
+    p = prior.p_values(statistic)
+    threshold = prior.threshold(len(classes), alpha)
+    fired = [int(t) for t, pv in zip(classes, p, strict=True) if pv < level]
+    rule = (
+        f"MAD index of the log smallest white/free mask L1 (median over {len(evidence)} "
+        f"restarts) has p < {alpha:g}/{len(classes)} under the clean prior, i.e. index > "
+        f"{threshold:.3f}"
+    )
+    return TestResult(
+        "small_mask",
+        statistic,
+        per_restart,
+        threshold,
         fired,
         prior.to_dict(),
         rule,
@@ -309,13 +377,15 @@ def backdoor_verdict(
     noise_alphas: Sequence[float] = (0.1, 0.15),
     prior: CleanPrior = SELF_EXCESS_PRIOR,
     alpha: float = VERDICT_ALPHA,
+    mask_prior: CleanPrior = SMALL_MASK_PRIOR,
 ) -> BackdoorVerdict:
     """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
     `power` and `spread` (V, T) are restart 0's, for the descriptive fields."""
     classes = [int(t) for t in classes]
     self_test = self_excess_test(evidence, canvas_labels, classes, prior, alpha)
+    mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, alpha)
     noise_test = noise_blend_test(evidence, classes, noise_alphas)
-    tests = [t for t in (self_test, noise_test) if t is not None]
+    tests = [t for t in (self_test, mask_test, noise_test) if t is not None]
     flagged = sorted({t for test in tests for t in test.fired})
     never = sorted(set(range(num_classes)) - set(classes))
     reasons = inconclusive_reasons(self_test, never, eval_per_class)
