@@ -179,12 +179,16 @@ def self_excess_test(
     )
 
 
-def smallest_any_l1(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray:
-    """(T,) log of the smallest mask L1 over the any-value canvases (all canvases when none of
-    white / free was searched), from mask_l1 (V, T)."""
+def any_value_canvases(canvas_labels: Sequence[str]) -> list[int]:
+    """Rows of the canvases that can paint any pixel (white, free); all when none was searched."""
     judged = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
+    return judged or list(range(len(canvas_labels)))
+
+
+def smallest_any_l1(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray:
+    """(T,) log of the smallest mask L1 over the any-value canvases, from mask_l1 (V, T)."""
     l1 = np.maximum(np.asarray(mask_l1, dtype=float), 1e-6)
-    return np.log(l1[judged or list(range(len(l1)))].min(axis=0))
+    return np.log(l1[any_value_canvases(canvas_labels)].min(axis=0))
 
 
 def small_mask_test(
@@ -414,8 +418,7 @@ def describe(
     classes: Sequence[int],
 ) -> dict:
     """The smallest white/free mask per class, its power and core spread, and its MAD index."""
-    judged = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
-    judged = judged or list(range(len(canvas_labels)))
+    judged = any_value_canvases(canvas_labels)
     cols = np.arange(mask_l1.shape[1])
     best = np.array(judged)[mask_l1[judged].argmin(axis=0)]
     l1 = mask_l1[best, cols]
