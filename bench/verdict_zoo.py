@@ -180,39 +180,41 @@ def choose_alpha(calibration: list[dict], priors: Priors) -> float:
     return ALPHAS[-1]
 
 
-def report(args: argparse.Namespace) -> None:
-    rows = load_rows(args.evidence)
-    split = zoo_split()
-    calibration_clean = [  # seeds 0-2 only: the extra stability seeds would weigh some models more
+def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Priors:
+    """Both priors, from the clean calibration models' classes at seeds 0-2 (the extra
+    stability seeds would weigh some models more)."""
+    clean = [
         r
         for r in rows
         if split[r["model"]] == "calibration" and r["target"] is None and r["seed"] <= 2
     ]
-    models = len({r["model"] for r in calibration_clean})
     source = "clean calibration models of models/zoo.json split, bench/verdict_zoo.py"
     excess = [
-        v
-        for r in calibration_clean
-        for v in np.median(centred(np.asarray(r["tests"]["self_excess"])), axis=0)
+        v for r in clean for v in np.median(centred(np.asarray(r["tests"]["self_excess"])), 0)
     ]
-    indexed = [(r, small_mask_index(r)) for r in calibration_clean]
-    indexed = [(r, i) for r, i in indexed if i is not None]
-    priors = Priors(
+    indexed = [(r, i) for r in clean if (i := small_mask_index(r)) is not None]
+    return Priors(
         fit_prior(
             excess,
-            heavy_tails=args.heavy_tails,
-            n_models=models,
+            heavy_tails=heavy_tails,
+            n_models=len({r["model"] for r in clean}),
             statistic="self-explained excess: log(L1 confident / min L1 white, free)",
             source=source,
         ),
         fit_prior(
             [v for _, i in indexed for v in i],
-            heavy_tails=args.heavy_tails,
+            heavy_tails=heavy_tails,
             n_models=len({r["model"] for r, _ in indexed}),
             statistic="MAD index of the log smallest white/free mask L1 (median over restarts)",
             source=source,
         ),
     )
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = load_rows(args.evidence)
+    split = zoo_split()
+    priors = fit_priors(rows, split, args.heavy_tails)
     seeds = [0, 1, 2]  # the seeds every model was measured at; more only for stability
     # the level: no false alarm on any calibration run, every seed measured (stability seeds too)
     alpha = choose_alpha([r for r in rows if split[r["model"]] == "calibration"], priors)
