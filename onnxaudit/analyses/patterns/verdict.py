@@ -18,8 +18,8 @@ images that random noise blended over the image sends to the class (universal.py
 absolute threshold above every clean calibration model. The third is Neural Cleanse's outlier
 test made calibrated: the MAD index of each class's smallest white/free mask L1 (median over
 the restarts) against a prior of that index over the clean calibration models' classes; it is a
-within-model statistic, run only for K >= 10 classes, and catches patch triggers on classes
-whose own images already contain the trigger's pixels (a white patch on a shoe). The search
+within-model statistic, run only for K >= 10 classes, and catches patch triggers the excess
+misses because the target is a natural shortcut already (a patch planted on Bag). The search
 runs several times (restarts: own split, batches and noise each); each test uses the median over
 restarts, and a class is suspected when any test fires (the family level is split by
 Bonferroni over the classes, per test).
