@@ -157,20 +157,43 @@ def self_excess_test(
     if any(v is None for v in values):
         return None
     per_restart = centred(np.stack(values))
-    statistic = np.median(per_restart, axis=0)
+    return prior_test(
+        "self_excess",
+        "self-explained excess over the model's median class",
+        "excess",
+        np.median(per_restart, axis=0),
+        per_restart,
+        classes,
+        prior,
+        alpha,
+    )
+
+
+def prior_test(
+    name: str,
+    description: str,
+    symbol: str,
+    statistic: np.ndarray,
+    per_restart: np.ndarray,
+    classes: Sequence[int],
+    prior: CleanPrior,
+    alpha: float,
+) -> TestResult:
+    """A test whose per-class `statistic` (median over the restarts) is judged against a fitted
+    clean `prior`: a class fires when its upper-tail p-value is below alpha / K (Bonferroni)."""
     level = bonferroni(alpha, len(classes))
     p = prior.p_values(statistic)
+    threshold = prior.threshold(len(classes), alpha)
     fired = [int(t) for t, pv in zip(classes, p, strict=True) if pv < level]
     rule = (
-        f"self-explained excess over the model's median class (median over {len(evidence)} "
-        f"restarts) has p < {alpha:g}/"
-        f"{len(classes)} under the clean prior, i.e. excess > {prior.threshold(len(classes), alpha):.3f}"
+        f"{description} (median over {len(per_restart)} restarts) has p < {alpha:g}/"
+        f"{len(classes)} under the clean prior, i.e. {symbol} > {threshold:.3f}"
     )
     return TestResult(
-        "self_excess",
+        name,
         statistic,
         per_restart,
-        prior.threshold(len(classes), alpha),
+        threshold,
         fired,
         prior.to_dict(),
         rule,
@@ -207,26 +230,15 @@ def small_mask_test(
     if len(classes) < MIN_MASK_CLASSES:
         return None
     per_restart = np.stack([smallest_any_l1(e.mask_l1, canvas_labels) for e in evidence])
-    statistic = anomaly_index(np.median(per_restart, axis=0))
-    level = bonferroni(alpha, len(classes))
-    p = prior.p_values(statistic)
-    threshold = prior.threshold(len(classes), alpha)
-    fired = [int(t) for t, pv in zip(classes, p, strict=True) if pv < level]
-    rule = (
-        f"MAD index of the log smallest white/free mask L1 (median over {len(evidence)} "
-        f"restarts) has p < {alpha:g}/{len(classes)} under the clean prior, i.e. index > "
-        f"{threshold:.3f}"
-    )
-    return TestResult(
+    return prior_test(
         "small_mask",
-        statistic,
+        "MAD index of the log smallest white/free mask L1",
+        "index",
+        anomaly_index(np.median(per_restart, axis=0)),
         per_restart,
-        threshold,
-        fired,
-        prior.to_dict(),
-        rule,
-        p_value=p,
-        alpha=level,
+        classes,
+        prior,
+        alpha,
     )
 
 
