@@ -32,6 +32,7 @@ from onnxaudit.analyses.patterns.verdict import (
     MIN_NOISE_RATE,
     anomaly_index,
     centred,
+    prior_test,
 )
 from onnxaudit.model import prepare_model
 
@@ -104,24 +105,37 @@ class Priors:
 
 def judge(row: dict, priors: Priors, alpha: float) -> tuple[list[int], float]:
     """Flagged classes and a normalised score (> 1 iff flagged) of one run under `priors` and
-    the family level `alpha`: the verdict's three tests, re-judged from the recorded restarts."""
+    the level `alpha`: the verdict's three tests, re-judged from the recorded restarts with the
+    verdict's own `prior_test`."""
     classes = row["classes"]
-    prior = priors.excess
-    excess = np.median(centred(np.asarray(row["tests"]["self_excess"])), axis=0)
-    noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
-    threshold = prior.threshold(len(classes), alpha)
-    relative = (excess - prior.location) / (threshold - prior.location)
-    scores = [relative, noise / MIN_NOISE_RATE]
+    restarts = centred(np.asarray(row["tests"]["self_excess"]))
+    tests = [
+        prior_test(
+            "self_excess",
+            "",
+            "excess",
+            np.median(restarts, axis=0),
+            restarts,
+            classes,
+            priors.excess,
+            alpha,
+        )
+    ]
     index = small_mask_index(row)
     if index is not None:
-        mask_threshold = priors.mask.threshold(len(classes), alpha)
-        scores.append((index - priors.mask.location) / (mask_threshold - priors.mask.location))
-    score = np.max(scores, axis=0)
-    fired = (excess > threshold) | (noise >= MIN_NOISE_RATE)
-    if index is not None:
-        fired |= scores[-1] > 1
-    flagged = [c for c, f in zip(classes, fired, strict=True) if f]
-    return flagged, float(score.max())
+        log_l1 = np.asarray(row["tests"]["small_mask"])
+        tests.append(
+            prior_test("small_mask", "", "index", index, log_l1, classes, priors.mask, alpha)
+        )
+    noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
+    fired = {t for test in tests for t in test.fired}
+    fired |= {c for c, r in zip(classes, noise, strict=True) if r >= MIN_NOISE_RATE}
+    prior_of = {"self_excess": priors.excess, "small_mask": priors.mask}
+    scores = [noise / MIN_NOISE_RATE] + [
+        (t.statistic - prior_of[t.name].location) / (t.threshold - prior_of[t.name].location)
+        for t in tests
+    ]
+    return sorted(fired), float(np.max(scores))
 
 
 def detection(rows: list[dict], priors: Priors, alpha: float) -> dict:
@@ -229,14 +243,15 @@ def report(args: argparse.Namespace) -> None:
         }
         for half in ("calibration", "held-out")
     }
+    judged = {(r["model"], r["seed"]): judge(r, priors, alpha) for r in rows}
     per_run = [
         {
             "model": r["model"],
             "seed": r["seed"],
             "half": split[r["model"]],
             "target": r["target"],
-            "flagged": judge(r, priors, alpha)[0],
-            "score": round(judge(r, priors, alpha)[1], 3),
+            "flagged": judged[r["model"], r["seed"]][0],
+            "score": round(judged[r["model"], r["seed"]][1], 3),
             "seconds": r["seconds"],
         }
         for r in sorted(rows, key=lambda r: (r["model"], r["seed"]))
