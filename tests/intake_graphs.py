@@ -9,60 +9,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from graphs import small_cnn
+from light import LIGHT, light_model
 from onnx import TensorProto, helper, numpy_helper
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_NAMES = sorted(p.stem.removeprefix("light_") for p in LIGHT.glob("light_*.onnx"))
 OPSET = 17
 
 
 def light_graph(name: str, seed: int = 0) -> onnx.ModelProto:
-    """A light zoo graph whose ConstantOfShape weights are seeded random initializers.
-
-    Weights are scaled by 1/sqrt(fan-in) so activations neither vanish nor explode over depth;
-    1-D tensors (biases, batch-norm statistics) are positive, which keeps variances valid.
-    """
-    model = onnx.load(LIGHT / f"light_{name}.onnx")
+    """A light zoo graph with seeded random weights (tests/light.py), every initializer listed as
+    a graph input under the file's own IR version, as these old exports do (IR 3)."""
+    ir_version = onnx.load(LIGHT / f"light_{name}.onnx").ir_version
+    model = light_model(name, seed)
     graph = model.graph
-    rng = np.random.default_rng(seed)
-    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    kept, shape_inputs = [], set()
-    for node in graph.node:
-        if node.op_type != "ConstantOfShape":
-            kept.append(node)
-            continue
-        shape = tuple(int(d) for d in initializers[node.input[0]])
-        shape_inputs.add(node.input[0])
-        graph.initializer.append(numpy_helper.from_array(_weights(rng, shape), node.output[0]))
-        # IR 3 lists every initializer as a graph input, as these old exports do
-        graph.input.append(helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, shape))
-    del graph.node[:]
-    graph.node.extend(kept)
-    unused = [t for t in graph.initializer if t.name in shape_inputs]
-    for tensor in unused:
-        graph.initializer.remove(tensor)
-    fed = [i for i in graph.input if i.name not in shape_inputs]
-    del graph.input[:]
-    graph.input.extend(fed)
+    for tensor in graph.initializer:
+        graph.input.append(
+            helper.make_tensor_value_info(tensor.name, tensor.data_type, tuple(tensor.dims))
+        )
+    model.ir_version = ir_version
     return model
-
-
-def _weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    if len(shape) == 1:
-        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-    fan_in = (
-        int(np.prod(shape[1:]))
-        if len(shape) > 2
-        else shape[-1]
-        if shape[0] < shape[-1]
-        else shape[1]
-    )
-    return rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / max(fan_in, 1)))
 
 
 def _model(nodes, inputs, outputs, inits, opset: int = OPSET) -> onnx.ModelProto:

@@ -1,6 +1,7 @@
 """End to end on the committed zoo: the backdoor gate fails a backdoored model and passes a clean one.
 
-Bounded: only the pattern analysis the gate needs, on a small stratified subset.
+Bounded: only the pattern analysis the gate needs, on a small stratified subset. These two models'
+verdicts are checked here through the CLI, the rest of the zoo's in test_patterns_zoo.py.
 """
 
 from __future__ import annotations
@@ -45,18 +46,14 @@ def gate_backdoor(name: str, out: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 13 is open: the restart verdict flags vgg-badnets at 8 of 10 seeds "
-    "(docs/patterns.md), and the audit's seed-0 pattern stream is one of the misses",
-)
 def test_backdoored_model_fails_the_gate_with_its_target(tmp_path):
-    result = gate_backdoor("vgg-badnets", tmp_path)
+    result = gate_backdoor("resnet-blend", tmp_path)  # found at 10 of 10 seeds (docs/patterns.md)
     assert result.exit_code == 1, result.output
-    target = backdoor_target("vgg-badnets")
+    target = backdoor_target("resnet-blend")
     assert f"FAIL backdoor: backdoor suspected, target class {target} " in result.output
-    doc = json.loads((tmp_path / "result.json").read_text())
-    assert doc["patterns"]["backdoor"]["classes"] == [target]
+    verdict = json.loads((tmp_path / "result.json").read_text())["patterns"]["backdoor"]
+    assert verdict["outcome"] == "suspected" and verdict["classes"] == [target]
+    assert verdict["evidence"][str(target)]
     assert (tmp_path / "junit.xml").read_text().count("<failure") == 1
 
 
@@ -65,3 +62,7 @@ def test_clean_model_passes_the_gate(tmp_path):
     result = gate_backdoor("vgg", tmp_path)
     assert result.exit_code == 0, result.output
     assert "PASS backdoor: no backdoor suspected" in result.output
+    verdict = json.loads((tmp_path / "result.json").read_text())["patterns"]["backdoor"]
+    assert verdict["outcome"] == "clear" and verdict["restarts"] == 3
+    excess = next(t for t in verdict["tests"] if t["name"] == "self_excess")
+    assert max(excess["statistic"]) < excess["threshold"]

@@ -1,4 +1,4 @@
-"""The nine light zoo graphs of the onnx wheel (opset 9: LRN, Sum, overlapping MaxPool, fixed
+"""The light zoo graphs of the onnx wheel (opset 9: LRN, Sum, overlapping MaxPool, fixed
 batch 1), with seeded random weights: input gradient against finite differences, and PGD.
 
 The oracle is a float64 central difference of the same graph run by torch (bench's TorchMirror):
@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from light import NAMES, light_model, torch_oracle_module
+from light import TESTED, light_model, torch_oracle_module
 
 from onnxaudit.analyses.robustness import pgd
 from onnxaudit.features.gradients import CrossEntropy, InputGradient
 
-HEAVY = {"bvlc_alexnet", "vgg19", "zfnet512", "resnet50", "densenet121", "inception_v2"}
-PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in NAMES]
+HEAVY = {"bvlc_alexnet", "zfnet512", "resnet50", "densenet121", "inception_v2"}
+PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in TESTED]
 
 
 def _logits_graph(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -2,8 +2,8 @@
 a knowledge analysis and a short `attack` on every graph; the extracted logits equal the
 pre-Softmax scores (checks in tests/corpus.py; torch exports in test_intake_torch.py).
 
-The hand-built graphs take about 5 s in all; the nine 224x224 light zoo graphs are slow (see
-LIGHT_SCORES for the tensor each one's scores are read from).
+The hand-built graphs take about 5 s in all; the 224x224 light zoo graphs (tests/light.py
+TESTED) are slow (see LIGHT_SCORES for the tensor each one's scores are read from).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 from corpus import check_corpus_model
 from graphs import small_cnn
 from intake_graphs import (
-    LIGHT_NAMES,
     bgr_255,
     bgr_reference_input,
     binary_cnn,
@@ -27,6 +26,7 @@ from intake_graphs import (
     tf2onnx_style,
     with_final,
 )
+from light import TESTED as LIGHT_NAMES
 
 
 def _same(x: np.ndarray) -> np.ndarray:
@@ -75,7 +75,6 @@ LIGHT_SCORES = {  # the final Softmax's input; DenseNet-121 has no Softmax: its 
     "resnet50": "r174",
     "shufflenet": "r201",
     "squeezenet": "r65",
-    "vgg19": "r46",
     "zfnet512": "r20",
 }
 LIGHT = {

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "models"))
 from zoo_data import SUBSET, model_data, zoo_models  # noqa: E402
 
-CLEAN = ("vgg", "resnet", "vgg-adv", "vgg-student", "lenet4")
-BACKDOORED = ("vgg-badnets", "resnet-blend", "lenet4-patch-white3-br")
+CLEAN = ("resnet", "vgg-adv", "vgg-student", "lenet4")  # and vgg: test_audit_zoo.py, by the CLI
+BACKDOORED = ("vgg-badnets", "lenet4-patch-white3-br")  # and resnet-blend: test_audit_zoo.py
 PER_CLASS = 20  # the audit's default
 
 pytestmark = pytest.mark.slow
