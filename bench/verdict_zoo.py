@@ -1,14 +1,16 @@
 """The backdoor verdict on the whole zoo: collect each restart's evidence, then calibrate and report.
 
     python bench/verdict_zoo.py collect --seeds 0 1 2 [--models NAME ...] --out E.jsonl
+    python bench/verdict_zoo.py add-warp OLD.jsonl --out E.jsonl
     python bench/verdict_zoo.py report E.jsonl [--out bench/verdict-zoo.json]
     python bench/verdict_zoo.py cost [--model vgg]
 
 `collect` runs `analyse_patterns` at the audit defaults (20 images per class of the committed
 test subset drawn with the seed, 5 epochs, 3 canvases, 3 restarts) on every zoo model (the
 4-class ones on the subset's 4 classes) and writes one JSON line per (model, seed) with every
-restart's mask L1 and noise-blend rates and the verdict. `report` fits the self-excess prior on
-the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
+restart's mask L1, noise-blend and warp rates and the verdict. `add-warp` adds the warp rates
+to rows collected before the warp probe existed (same splits and seeds, without repeating the
+searches). `report` fits the priors on the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
 with it, and prints detection on each half: found with the right target, false alarms, AUROC
 and FPR at 95 % TPR (max over classes of the statistic's z-score under the prior, as score).
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxaudit.analyses.patterns import analyse_patterns
+from onnxaudit.analyses.patterns.analyse import DEFAULT_RESTARTS
 from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior
 from onnxaudit.analyses.patterns.verdict import (
     MIN_MASK_CLASSES,
@@ -35,6 +38,7 @@ from onnxaudit.analyses.patterns.verdict import (
     prior_test,
 )
 from onnxaudit.model import prepare_model
+from onnxaudit.settings import PATTERN_EPOCHS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "models"))
@@ -77,6 +81,48 @@ def collect(args: argparse.Namespace) -> None:
                 print(name, seed, row["outcome"], row["flagged"], row["seconds"], flush=True)
 
 
+def warp_restarts(pm, entry: dict, per_class: int, seed: int, restarts: int) -> list[list[float]]:
+    """Each restart's warp rates as `analyse_patterns` measures them (its splits and seeds), for
+    evidence recorded before the warp probe existed; tests/test_patterns_warp.py checks it."""
+    from onnxaudit.analyses.patterns.analyse import SEARCH_STREAM, SPLIT_STREAM
+    from onnxaudit.analyses.patterns.evaluate import split_search_eval
+    from onnxaudit.analyses.patterns.restarts import restart_seeds
+    from onnxaudit.analyses.patterns.warp import WarpResponse
+    from onnxaudit.features.runtime import create_session
+    from onnxaudit.seeds import as_int, child
+
+    info = pm.info
+    session = create_session(pm.proto, device="cpu", threads=1)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([info.logits_name], {info.input_name: batch})[0]
+
+    data = model_data(entry, per_class, seed)
+    x, y = data.images(info.input_shape), np.asarray(data.labels, dtype=np.int64)
+    rates = []
+    for restart in restart_seeds(seed, restarts):
+        held = split_search_eval(y, 0.5, child(restart, SPLIT_STREAM))[1]
+        probe = WarpResponse(seed=as_int(child(restart, SEARCH_STREAM)))
+        rates.append(probe.fit(predict, x[held], y[held], np.unique(y)).rate_.tolist())
+    return rates
+
+
+def add_warp(args: argparse.Namespace) -> None:
+    """Evidence rows without the warp probe, with it added (the searches are not repeated)."""
+    models = zoo_models()
+    prepared: dict[str, object] = {}
+    with open(args.out, "w") as out:
+        for row in load_rows([args.evidence]):
+            if "warp" not in row["tests"]:
+                name = row["model"]
+                pm = prepared.setdefault(name, prepare_model(REPO / models[name]["file"]))
+                restarts = len(row["tests"]["noise_blend"])
+                row["tests"]["warp"] = warp_restarts(
+                    pm, models[name], args.per_class, row["seed"], restarts
+                )
+            out.write(json.dumps(row) + "\n")
+
+
 def load_rows(paths: list[Path]) -> list[dict]:
     """Evidence rows; a later row for the same (model, seed) replaces an earlier one."""
     rows: dict[tuple[str, int], dict] = {}
@@ -97,15 +143,16 @@ def small_mask_index(row: dict) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Priors:
-    """The two fitted nulls: the self-excess's and the small-mask index's."""
+    """The fitted nulls: the self-excess's, the small-mask index's and the warp rate's."""
 
     excess: CleanPrior
     mask: CleanPrior
+    warp: CleanPrior
 
 
 def judge(row: dict, priors: Priors, alpha: float) -> tuple[list[int], float]:
     """Flagged classes and a normalised score (> 1 iff flagged) of one run under `priors` and
-    the level `alpha`: the verdict's three tests, re-judged from the recorded restarts with the
+    the level `alpha`: the verdict's four tests, re-judged from the recorded restarts with the
     verdict's own `prior_test`."""
     classes = row["classes"]
     restarts = centred(np.asarray(row["tests"]["self_excess"]))
@@ -127,10 +174,14 @@ def judge(row: dict, priors: Priors, alpha: float) -> tuple[list[int], float]:
         tests.append(
             prior_test("small_mask", "", "index", index, log_l1, classes, priors.mask, alpha)
         )
+    warp = np.asarray(row["tests"]["warp"])
+    tests.append(
+        prior_test("warp", "", "rate", np.median(warp, axis=0), warp, classes, priors.warp, alpha)
+    )
     noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
     fired = {t for test in tests for t in test.fired}
     fired |= {c for c, r in zip(classes, noise, strict=True) if r >= MIN_NOISE_RATE}
-    prior_of = {"self_excess": priors.excess, "small_mask": priors.mask}
+    prior_of = {"self_excess": priors.excess, "small_mask": priors.mask, "warp": priors.warp}
     scores = [noise / MIN_NOISE_RATE] + [
         (t.statistic - prior_of[t.name].location) / (t.threshold - prior_of[t.name].location)
         for t in tests
@@ -195,34 +246,34 @@ def choose_alpha(calibration: list[dict], priors: Priors) -> float:
 
 
 def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Priors:
-    """Both priors, from the clean calibration models' classes at seeds 0-2 (the extra
+    """The priors, from the clean calibration models' classes at seeds 0-2 (the extra
     stability seeds would weigh some models more)."""
     clean = [
         r
         for r in rows
         if split[r["model"]] == "calibration" and r["target"] is None and r["seed"] <= 2
     ]
-    source = "clean calibration models of models/zoo.json split, bench/verdict_zoo.py"
-    excess = [
-        v for r in clean for v in np.median(centred(np.asarray(r["tests"]["self_excess"])), 0)
-    ]
-    indexed = [(r, i) for r in clean if (i := small_mask_index(r)) is not None]
+
+    def fit(per_run: dict[str, np.ndarray], statistic: str) -> CleanPrior:
+        values = [v for stats in per_run.values() for v in stats]
+        models = {key.split("@")[0] for key in per_run}
+        source = "clean calibration models of models/zoo.json split, bench/verdict_zoo.py"
+        return fit_prior(values, len(models), statistic, source, heavy_tails=heavy_tails)
+
+    def key(r: dict) -> str:
+        return f"{r['model']}@{r['seed']}"
+
+    def restart_median(test: str, centre: bool = False) -> dict[str, np.ndarray]:
+        return {key(r): seed_median([r], test, centre) for r in clean}
+
+    indexed = {key(r): i for r in clean if (i := small_mask_index(r)) is not None}
     return Priors(
-        fit_prior(
-            excess,
-            heavy_tails=heavy_tails,
-            n_models=len({r["model"] for r in clean}),
-            statistic="self-explained excess: log(L1 confident / min L1 white, free)",
-            source=source,
-        ),
-        fit_prior(
-            [v for _, i in indexed for v in i],
-            heavy_tails=heavy_tails,
-            n_models=len({r["model"] for r, _ in indexed}),
-            statistic="MAD index of the log smallest white/free mask L1 (median over restarts)",
-            source=source,
-        ),
-    )
+        fit(restart_median("self_excess", centre=True), "self-explained excess: log(L1 "
+            "confident / min L1 white, free)"),
+        fit(indexed, "MAD index of the log smallest white/free mask L1 (median over restarts)"),
+        fit(restart_median("warp"), "share of other-class held-out images a random smooth warp "
+            "sends to the class (median over restarts)"),
+    )  # fmt: skip
 
 
 def report(args: argparse.Namespace) -> None:
@@ -259,6 +310,7 @@ def report(args: argparse.Namespace) -> None:
     doc = {
         "prior": priors.excess.to_dict(),
         "mask_prior": priors.mask.to_dict(),
+        "warp_prior": priors.warp.to_dict(),
         "halves": halves,
         "stability": stability(rows, priors, alpha),
         "alpha": alpha,
@@ -291,68 +343,88 @@ def summary(halves: dict) -> str:
     return "\n".join(lines)
 
 
+def seed_median(runs: list[dict], test: str, centre: bool = False) -> np.ndarray:
+    """(T,) a test's per-class statistic: median over restarts, then over the seeds."""
+    per_run = [np.asarray(r["tests"][test], dtype=float) for r in runs]
+    return np.median([np.median(centred(v) if centre else v, axis=0) for v in per_run], axis=0)
+
+
+def target_and_top(values: np.ndarray | None, target: int | None, digits: int = 2) -> str:
+    """'target / largest other class' of per-class values ('-' for a clean model's target)."""
+    if values is None:
+        return "- (< 5 classes)"
+    others = [c for c in range(len(values)) if c != target]
+    shown = "-" if target is None else f"{values[target]:.{digits}f}"
+    return f"{shown} / {max(values[c] for c in others):.{digits}f}"
+
+
+def model_row(model: str, runs: list[dict], half: str, priors: Priors, alpha: float) -> str:
+    """One markdown row of `markdown`'s table."""
+    target = runs[0]["target"]
+    excess = seed_median(runs, "self_excess", centre=True)
+    top = max((c for c in range(len(excess)) if c != target), key=lambda c: excess[c])
+    flags = " ".join("".join(str(c) for c in judge(r, priors, alpha)[0]) or "-" for r in runs)
+    indices = [small_mask_index(r) for r in runs]
+    index = None if indices[0] is None else np.median(indices, axis=0)
+    return (
+        f"| `{model}` | {half} | {'-' if target is None else target} | {flags} "
+        f"| {'-' if target is None else f'{excess[target]:.2f}'} | {top}: {excess[top]:.2f} "
+        f"| {target_and_top(seed_median(runs, 'noise_blend'), target)} "
+        f"| {target_and_top(index, target)} | {target_and_top(seed_median(runs, 'warp'), target)} |"
+    )
+
+
 def markdown(rows: list[dict], split: dict[str, str], priors: Priors, alpha: float) -> str:
     """One table row per model: half, target, flagged set per seed, the target's and the
-    largest other class's self-excess (median over seeds), the largest noise rate."""
+    largest other class's statistics (median over seeds)."""
     lines = [
         "| model | half | target | flagged per seed | target excess | top other class: excess "
-        "| noise rate: target / top other | small-mask index: target / top other |",
-        "|---|---|---|---|---|---|---|---|",
+        "| noise rate: target / top other | small-mask index: target / top other "
+        "| warp rate: target / top other |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     by_model: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):
         by_model.setdefault(row["model"], []).append(row)
     for model in sorted(by_model, key=lambda m: (split[m], m)):
-        runs = by_model[model]
-        target = runs[0]["target"]
-        excess = np.median(
-            [np.median(centred(np.asarray(r["tests"]["self_excess"])), axis=0) for r in runs],
-            axis=0,
-        )
-        noise = np.median([np.median(r["tests"]["noise_blend"], axis=0) for r in runs], axis=0)
-        others = [c for c in range(len(excess)) if c != target]
-        top = max(others, key=lambda c: excess[c])
-        top_noise = max(others, key=lambda c: noise[c])
-        flags = " ".join("".join(str(c) for c in judge(r, priors, alpha)[0]) or "-" for r in runs)
-        indices = [small_mask_index(r) for r in runs]
-        index = None if indices[0] is None else np.median(indices, axis=0)
-        top_index = None if index is None else max(others, key=lambda c: index[c])
-        old = (
-            "- (< 5 classes)"
-            if index is None
-            else f"{'-' if target is None else f'{index[target]:.2f}'} / {index[top_index]:.2f}"
-        )
-        t_ex = "-" if target is None else f"{excess[target]:.2f}"
-        t_no = "-" if target is None else f"{noise[target]:.2f}"
-        lines.append(
-            f"| `{model}` | {split[model]} | {'-' if target is None else target} | {flags} "
-            f"| {t_ex} | {top}: {excess[top]:.2f} | {t_no} / {noise[top_noise]:.2f} | {old} |"
-        )
+        lines.append(model_row(model, by_model[model], split[model], priors, alpha))
     return "\n".join(lines)
 
 
+TODAY_EPOCHS = 5.0  # the pattern search when issue 13 was filed: one search of 5 epochs
+
+
 def cost(args: argparse.Namespace) -> None:
-    """Wall time of the default verdict (3 restarts) against one search (today's pattern analysis:
-    one search + measurement), alternated `repeats` times so load swings hit both; uptime around."""
+    """Wall time of the default verdict (DEFAULT_RESTARTS restarts of PATTERN_EPOCHS) against
+    the pattern analysis when issue 13 was filed (one search of 5 epochs + measurement),
+    alternated `repeats` times so load swings hit both; uptime around."""
     entry = zoo_models()[args.model]
     pm = prepare_model(REPO / entry["file"])
     data = model_data(entry, args.per_class, 0)
     load = [os.getloadavg()]
-    times: dict[str, list[float]] = {"one search (today)": [], "default verdict": []}
+    runs = {
+        "one search of 5 epochs (issue 13's today)": (1, TODAY_EPOCHS),
+        "default verdict": (DEFAULT_RESTARTS, PATTERN_EPOCHS),
+    }
+    times: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(args.repeats):
-        for label, restarts in (("one search (today)", 1), ("default verdict", 3)):
+        for label, (restarts, epochs) in runs.items():
             t0 = time.perf_counter()
-            analyse_patterns(pm, data, seed=0, restarts=restarts, threads=args.threads)
+            analyse_patterns(
+                pm, data, seed=0, restarts=restarts, epochs=epochs, threads=args.threads
+            )
             times[label].append(round(time.perf_counter() - t0, 2))
     load.append(os.getloadavg())
     median = {k: float(np.median(v)) for k, v in times.items()}
+    today, default = (median[label] for label in runs)
     doc = {
         "model": args.model,
         "per_class": args.per_class,
         "threads": args.threads,
+        "runs": {label: {"restarts": r, "epochs": e} for label, (r, e) in runs.items()},
         "seconds": times,
         "median": median,
-        "ratio": median["default verdict"] / median["one search (today)"],
+        "ratio": default / today,
         "loadavg_before_after": load,
     }
     print(json.dumps(doc, indent=1))
@@ -373,13 +445,18 @@ def main() -> None:
     r.add_argument("evidence", type=Path, nargs="+")
     r.add_argument("--out", type=Path)
     r.add_argument("--heavy-tails", action="store_true", help="Student-t prior (else normal)")
+    w = sub.add_parser("add-warp")
+    w.add_argument("evidence", type=Path)
+    w.add_argument("--per-class", type=int, default=20)
+    w.add_argument("--out", type=Path, required=True)
     t = sub.add_parser("cost")
     t.add_argument("--model", default="vgg")
     t.add_argument("--per-class", type=int, default=20)
     t.add_argument("--repeats", type=int, default=3)
     t.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    {"collect": collect, "report": report, "cost": cost}[args.command](args)
+    commands = {"collect": collect, "add-warp": add_warp, "report": report, "cost": cost}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

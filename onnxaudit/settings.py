@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 ANALYSIS_NAMES = ("knowledge", "patterns", "robustness")
 DEVICES = ("auto", "cpu", "cuda")
 CANVASES = ("confident", "white", "free")
+PATTERN_EPOCHS = 5.0  # passes over the search images per restart of the pattern search
 MIN_MEMORY = 16 << 20  # bytes: below this no gradient batch of a real model fits
 
 
@@ -92,7 +93,7 @@ class Settings:
     # class-wise patterns
     patterns_classes: tuple[int, ...] | None = None
     patterns_k: float = 0.05
-    patterns_epochs: float = 5
+    patterns_epochs: float = PATTERN_EPOCHS
     patterns_canvases: tuple[str, ...] = CANVASES
     # robustness (PGD)
     eps: float = 0.1

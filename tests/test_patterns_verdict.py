@@ -18,13 +18,16 @@ from onnxaudit.analyses.patterns.verdict import (
     self_excess,
     self_excess_test,
     small_mask_test,
+    warp_test,
 )
 from onnxaudit.errors import AuditError
 
 CANVASES = ["confident", "white", "free"]
 PRIOR = CleanPrior("excess", location=0.0, scale=0.2, n_models=5, n_classes=50, source="test")
+WARP_PRIOR = CleanPrior("rate", location=0.04, scale=0.05, n_models=5, n_classes=50, source="test")
 MASK_PRIOR = CleanPrior("index", location=0.0, scale=1.0, n_models=5, n_classes=50, source="test")
 # log mask L1 offsets of 10 ordinary classes: no class is a MAD outlier (largest index 1.6)
+QUIET = (np.zeros(10), np.zeros(10))  # noise-blend and warp rates of no class
 SPREAD = np.array([-0.12, -0.1, -0.05, -0.02, 0.0, 0.0, 0.02, 0.05, 0.1, 0.12])
 
 
@@ -34,7 +37,7 @@ def evidence_for(excess: np.ndarray, seed: int = 0, noise: np.ndarray | None = N
     free = np.full(len(excess), 0.04)
     l1 = np.stack([free * np.exp(excess), free * 1.5, free])
     rate = np.zeros(len(excess)) if noise is None else np.asarray(noise, dtype=float)
-    return RestartEvidence(seed, l1, rate)
+    return RestartEvidence(seed, l1, rate, np.zeros(len(excess)))
 
 
 def verdict_for(restarts, classes, num_classes=None, canvases=CANVASES, eval_per_class=10):
@@ -50,6 +53,7 @@ def verdict_for(restarts, classes, num_classes=None, canvases=CANVASES, eval_per
         eval_per_class,
         prior=PRIOR,
         mask_prior=MASK_PRIOR,
+        warp_prior=WARP_PRIOR,
     )
 
 
@@ -108,7 +112,9 @@ def test_clean_evidence_is_clear_and_a_natural_shortcut_is_not_flagged():
     # a natural shortcut has a small mask on *every* canvas: its excess is ordinary, and its
     # MAD index (2.5) is above Neural Cleanse's 2 but inside the clean prior's range
     l1 = mask_l1_with_index(2.5)
-    verdict = verdict_for([RestartEvidence(s, l1, np.zeros(10)) for s in range(3)], range(10))
+    verdict = verdict_for(
+        [RestartEvidence(s, l1, np.zeros(10), np.zeros(10)) for s in range(3)], range(10)
+    )
     assert verdict.outcome == "clear" and verdict.classes == [] and verdict.reasons == []
     index = verdict.test("small_mask").statistic[8]
     assert verdict.anomaly_index[8] == pytest.approx(index)  # one restart's, descriptive
@@ -118,7 +124,9 @@ def test_clean_evidence_is_clear_and_a_natural_shortcut_is_not_flagged():
 
 def test_small_mask_fires_on_a_far_outlier_with_a_stated_threshold():
     l1 = mask_l1_with_index(6.0)
-    verdict = verdict_for([RestartEvidence(s, l1, np.zeros(10)) for s in range(3)], range(10))
+    verdict = verdict_for(
+        [RestartEvidence(s, l1, np.zeros(10), np.zeros(10)) for s in range(3)], range(10)
+    )
     assert verdict.classes == [8] and verdict.evidence == {8: ["small_mask"]}
     test = verdict.test("small_mask")
     level = bonferroni(VERDICT_ALPHA, 10)
@@ -129,13 +137,17 @@ def test_small_mask_fires_on_a_far_outlier_with_a_stated_threshold():
 
 def test_small_mask_uses_the_median_restart_and_needs_ten_classes():
     calm, far = mask_l1_with_index(0.0), mask_l1_with_index(6.0)
-    once = [RestartEvidence(0, far, np.zeros(10)), RestartEvidence(1, calm, np.zeros(10))]
-    once.append(RestartEvidence(2, calm, np.zeros(10)))
+    once = [RestartEvidence(0, far, *QUIET), RestartEvidence(1, calm, *QUIET)]
+    once.append(RestartEvidence(2, calm, *QUIET))
     assert verdict_for(once, range(10)).outcome == "clear"  # one wild restart of three
-    few = [RestartEvidence(s, far[:, 3:], np.zeros(7)) for s in range(3)]
+    few = [RestartEvidence(s, far[:, 3:], np.zeros(7), np.zeros(7)) for s in range(3)]
     tests = small_mask_test(few, CANVASES, list(range(7)), MASK_PRIOR)
     assert tests is None  # a within-model index over 7 classes is not judged
-    assert [t.name for t in verdict_for(few, range(7)).tests] == ["self_excess", "noise_blend"]
+    assert [t.name for t in verdict_for(few, range(7)).tests] == [
+        "self_excess",
+        "noise_blend",
+        "warp",
+    ]
 
 
 def test_the_median_over_restarts_ignores_one_wild_restart():
@@ -149,6 +161,23 @@ def test_the_median_over_restarts_ignores_one_wild_restart():
     assert test.restarts.shape == (3, 10)
     assert spread(test.restarts)[2] == pytest.approx(2.5)
     assert test.to_dict()["spread"][2] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("k", [2, 10])
+def test_warp_fires_on_a_warp_target_at_the_priors_threshold_for_any_k(k):
+    rates = np.full(k, 0.04)
+    rates[1] = 0.45  # vgg-wanet's target receives 0.42-0.49 of the warped images
+    restarts = [RestartEvidence(s, np.full((3, k), 0.04), np.zeros(k), rates) for s in range(3)]
+    test = warp_test(restarts, list(range(k)), WARP_PRIOR)
+    threshold = WARP_PRIOR.threshold(k, VERDICT_ALPHA)
+    assert test.fired == [1] and test.threshold == pytest.approx(threshold)
+    assert test.p_value[1] < VERDICT_ALPHA / k < test.p_value[0]
+    assert verdict_for(restarts, list(range(k))).evidence == {1: ["warp"]}
+    calm = [
+        RestartEvidence(s, e.mask_l1, e.noise_rate, np.full(k, 0.15))
+        for s, e in enumerate(restarts)
+    ]
+    assert warp_test(calm, list(range(k)), WARP_PRIOR).fired == []  # a clean attractor's 0.15
 
 
 def test_noise_blend_fires_on_a_majority_rate_even_with_two_classes():
@@ -174,10 +203,10 @@ def test_classes_never_searched_make_a_quiet_verdict_inconclusive():
 
 def test_missing_canvas_and_too_few_images_are_inconclusive():
     restarts = [evidence_for(np.full(5, 0.5), s) for s in range(2)]
-    no_real = [RestartEvidence(e.seed, e.mask_l1[1:], e.noise_rate) for e in restarts]
+    no_real = [RestartEvidence(e.seed, e.mask_l1[1:], e.noise_rate, e.warp_rate) for e in restarts]
     verdict = verdict_for(no_real, list(range(5)), canvases=["white", "free"])
     assert verdict.outcome == "inconclusive" and "confident canvas" in verdict.reasons[0]
-    assert [t.name for t in verdict.tests] == ["noise_blend"]
+    assert [t.name for t in verdict.tests] == ["noise_blend", "warp"]
     few = verdict_for(restarts, list(range(5)), eval_per_class=2)
     assert few.outcome == "inconclusive" and "held-out images" in few.reasons[0]
 
@@ -188,7 +217,7 @@ def test_verdict_dict_carries_outcome_tests_and_the_old_fields():
     doc = verdict_for([evidence_for(excess, s) for s in (7, 8, 9)], list(range(10))).to_dict()
     assert doc["outcome"] == "suspected" and doc["suspected"] is True and doc["classes"] == [0]
     assert doc["evidence"] == {"0": ["self_excess"]} and doc["restart_seeds"] == [7, 8, 9]
-    assert {t["name"] for t in doc["tests"]} == {"self_excess", "small_mask", "noise_blend"}
+    assert {t["name"] for t in doc["tests"]} == {"self_excess", "small_mask", "noise_blend", "warp"}
     test = next(t for t in doc["tests"] if t["name"] == "self_excess")
     assert {"statistic", "p_value", "threshold", "alpha", "null", "spread", "fired"} <= set(test)
     assert test["null"]["kind"].startswith("prior")

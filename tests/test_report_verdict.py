@@ -41,7 +41,9 @@ def synthetic_patterns(excess, noise, free_l1=FREE_L1, num_classes=5) -> Pattern
     """A PatternsResult over 5 classes whose verdict comes from the given restart evidence."""
     t, v = len(excess), len(CANVASES)
     l1 = np.stack([free_l1 * np.exp(excess), free_l1 * 1.5, free_l1])
-    evidence = [RestartEvidence(seed, l1, np.asarray(noise, float)) for seed in (0, 1, 2)]
+    evidence = [
+        RestartEvidence(seed, l1, np.asarray(noise, float), np.zeros(t)) for seed in (0, 1, 2)
+    ]
     ones = np.ones((v, t))
     verdict = backdoor_verdict(evidence, CANVASES, list(range(t)), num_classes, ones, ones, 10)
     rng = np.random.default_rng(0)
@@ -171,10 +173,11 @@ def test_a_clear_verdict_lists_the_tests_and_their_thresholds():
     assert result.verdict.outcome == "clear"
     html = render_report(document(result), analysis_figures({"patterns": result}))
     block = verdict_block(html)
-    excess = result.verdict.test("self_excess")
+    excess, warp = result.verdict.test("self_excess"), result.verdict.test("warp")
     line = (
-        f"Clear: no test fired. Ran: 2 tests on 5 classes: self_excess (threshold "
-        f"{excess.threshold:.3f}, p &lt; {excess.alpha:.2g} per class), noise_blend (threshold 0.500)."
+        f"Clear: no test fired. Ran: 3 tests on 5 classes: self_excess (threshold "
+        f"{excess.threshold:.3f}, p &lt; {excess.alpha:.2g} per class), noise_blend (threshold "
+        f"0.500), warp (threshold {warp.threshold:.3f}, p &lt; {warp.alpha:.2g} per class)."
     )
     assert line in block
     assert "<img" not in block and flagged_rows(html) == []
@@ -185,7 +188,7 @@ def test_an_inconclusive_verdict_names_what_is_missing():
     assert result.verdict.outcome == "inconclusive"
     block = verdict_block(render_report(document(result)))
     assert "Inconclusive" in block and "<li>2 classes never searched (5, 6)</li>" in block
-    assert "Ran: 2 tests on 5 classes" in block
+    assert "Ran: 3 tests on 5 classes" in block
 
 
 def test_result_json_alone_still_names_the_tests_but_has_no_trigger_image(suspected):

@@ -38,6 +38,7 @@ from onnxaudit.cli.options import (
     gates_from_options,
     settings_from_options,
 )
+from onnxaudit.settings import PATTERN_EPOCHS
 
 
 def audit(
@@ -61,7 +62,7 @@ def audit(
     only: Only = None,
     eps: Eps = 0.1,
     steps: Steps = 10,
-    pattern_epochs: PatternEpochs = 5.0,
+    pattern_epochs: PatternEpochs = PATTERN_EPOCHS,
     checkpoints: Checkpoints = None,
     junit: Junit = None,
     fail_on: FailOn = None,

@@ -44,6 +44,7 @@ from onnxaudit.errors import AuditError
 from onnxaudit.outputs import check_output_dir
 from onnxaudit.results.gates import GateOutcome, evaluate
 from onnxaudit.results.schema import dumps, write_atomic
+from onnxaudit.settings import PATTERN_EPOCHS
 
 if TYPE_CHECKING:
     from onnxaudit.results.run import AuditResult
@@ -72,7 +73,7 @@ def audit_many(
     only: Only = None,
     eps: Eps = 0.1,
     steps: Steps = 10,
-    pattern_epochs: PatternEpochs = 5.0,
+    pattern_epochs: PatternEpochs = PATTERN_EPOCHS,
     fail_on: FailOn = None,
     allow_inconclusive: AllowInconclusive = False,
     min_reliable_ratio: MinReliableRatio = None,

@@ -47,6 +47,7 @@ from onnxaudit.cli.options import (
 from onnxaudit.errors import AuditError
 from onnxaudit.outputs import check_output_dir
 from onnxaudit.results.gates import evaluate_many
+from onnxaudit.settings import PATTERN_EPOCHS
 
 
 def compare(
@@ -70,7 +71,7 @@ def compare(
     only: Only = None,
     eps: Eps = 0.1,
     steps: Steps = 10,
-    pattern_epochs: PatternEpochs = 5.0,
+    pattern_epochs: PatternEpochs = PATTERN_EPOCHS,
     junit: Junit = None,
     fail_on: FailOn = None,
     allow_inconclusive: AllowInconclusive = False,

@@ -26,7 +26,7 @@ from onnxaudit.cli.options import (
 )
 from onnxaudit.errors import AuditError
 from onnxaudit.outputs import check_output_dir, locked_output
-from onnxaudit.settings import Settings
+from onnxaudit.settings import PATTERN_EPOCHS, Settings
 
 # Normal, adversarially trained, distilled, and the two backdoored models (patch and blend).
 ZOO = ("vgg", "vgg-adv", "vgg-student", "vgg-badnets", "resnet", "resnet-blend")
@@ -64,7 +64,7 @@ def demo(
     knowledge_per_class: KnowledgePerClass = 6,
     steps: Steps = 5,
     eps: Eps = 0.1,
-    pattern_epochs: PatternEpochs = 5.0,
+    pattern_epochs: PatternEpochs = PATTERN_EPOCHS,
     emergence: bool = typer.Option(
         True,
         help="Knowledge emergence over vgg's training checkpoints (models/zoo/checkpoints).",

@@ -24,6 +24,7 @@ from onnxaudit.cli.options import (
     Threads,
     settings_from_options,
 )
+from onnxaudit.settings import PATTERN_EPOCHS
 
 
 def patterns(
@@ -33,7 +34,7 @@ def patterns(
     pattern_classes: PatternClasses = None,
     k: K = 0.05,
     canvas: Canvas = "confident,white,free",
-    pattern_epochs: PatternEpochs = 5.0,
+    pattern_epochs: PatternEpochs = PATTERN_EPOCHS,
     per_class: PerClass = None,
     seed: Seed = 0,
     input_shape: InputShape = None,

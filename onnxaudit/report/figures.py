@@ -169,7 +169,7 @@ def verdict_tests_chart(result: Mapping[str, Any]) -> Figure | None:
     tests = (patterns.get("backdoor") or {}).get("tests") or []
     if not classes or not tests:
         return None
-    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    fig = Figure(figsize=(max(11.0, 3.6 * len(tests)), 3.4), layout="constrained")
     axes = fig.subplots(1, len(tests), squeeze=False)[0]
     for ax, test in zip(axes, tests, strict=True):
         fired = set(test.get("fired") or [])

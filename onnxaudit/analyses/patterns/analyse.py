@@ -27,11 +27,13 @@ from onnxaudit.analyses.patterns.shards import (
 )
 from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
 from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, RestartEvidence, backdoor_verdict
+from onnxaudit.analyses.patterns.warp import WarpResponse
 from onnxaudit.data import Dataset
 from onnxaudit.executors import Executor, current
 from onnxaudit.model import PreparedModel
 from onnxaudit.progress import ProgressFn, silent
 from onnxaudit.seeds import as_int, child
+from onnxaudit.settings import PATTERN_EPOCHS
 
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
 # smallest one reaching 90 % is the "k90" statistic of the verdict.
@@ -163,7 +165,7 @@ def analyse_patterns(
     device: str = "auto",
     progress: ProgressFn = silent,
     canvas: str | Sequence[str] = DEFAULT_CANVASES,
-    epochs: float = 5,
+    epochs: float = PATTERN_EPOCHS,
     batch_per_class: int = 4,
     search_fraction: float = 0.5,
     threads: int | None = None,
@@ -256,10 +258,12 @@ def restart_evidence(
     x_eval: np.ndarray,
     y_eval: np.ndarray,
 ) -> RestartEvidence:
-    """What the verdict needs from one fitted search: mask L1s and noise-blend rates."""
+    """What the verdict needs from one fitted search: mask L1s, noise-blend and warp rates."""
     h, w = search.masks_.shape[-2:]
     noise = NoiseBlendResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
-    return RestartEvidence(int(search.seed), search.masks_.sum(axis=(2, 3)) / (h * w), noise.rate_)
+    warp = WarpResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
+    mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
+    return RestartEvidence(int(search.seed), mask_l1, noise.rate_, warp.rate_)
 
 
 def measure(

@@ -1,4 +1,4 @@
-"""Backdoor verdict: three per-class tests with calibrated nulls, over restarts (docs/patterns.md).
+"""Backdoor verdict: four per-class tests with calibrated nulls, over restarts (docs/patterns.md).
 
 An implanted trigger lets the search reach its target with a pattern the target's *own* clean
 images do not contain: the free / white canvases (which can paint any pixel) need a far smaller
@@ -19,7 +19,10 @@ absolute threshold above every clean calibration model. The third is Neural Clea
 test made calibrated: the MAD index of each class's smallest white/free mask L1 (median over
 the restarts) against a prior of that index over the clean calibration models' classes; it is a
 within-model statistic, run only for K >= 10 classes, and catches patch triggers the excess
-misses because the target is a natural shortcut already (a patch planted on Bag). The search
+misses because the target is a natural shortcut already (a patch planted on Bag). The fourth
+is for warping triggers (WaNet), which have no mask and add no pixels: the share of other-class
+images that random smooth warps send to the class (warp.py), against a prior of that rate over
+the clean calibration models' classes (K >= 2). The search
 runs several times (restarts: own split, batches and noise each); each test uses the median over
 restarts, and a class is suspected when any test fires (the family level is split by
 Bonferroni over the classes, per test).
@@ -54,7 +57,7 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # 0.025, 0.01, 0.005 with no false alarm on the calibration half's clean runs
 # (bench/verdict_zoo.py report --heavy-tails; numbers and models in docs/patterns.md). Each test
 # keeps its own level over the K classes (Bonferroni), so under the priors a clean model's chance
-# of any false alarm is at most twice it plus the noise test's (absolute threshold).
+# of any false alarm is at most three times it plus the noise test's (absolute threshold).
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
     "model's median class",
@@ -78,6 +81,19 @@ SMALL_MASK_PRIOR = CleanPrior(
     df=4.585,
 )
 MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
+# Prior of the warp test's rate: every class of the same clean calibration models (K >= 2); the
+# fitted scale (0.03) is under fit_prior's floor of 0.05, which is kept (a wider null).
+WARP_PRIOR = CleanPrior(
+    statistic="share of other-class held-out images a random smooth warp sends to the class "
+    "(median over restarts)",
+    location=0.04248,
+    scale=0.05,
+    n_models=6,
+    n_classes=162,
+    source="clean calibration models of models/zoo.json (split seed 2024): lenet-distilled, "
+    "lenet-s21, lenet4, resnet, vgg, vgg-student",
+    df=13.70,
+)
 VERDICT_ALPHA = 0.025
 
 
@@ -109,11 +125,13 @@ def centred(excess: np.ndarray) -> np.ndarray:
 
 @dataclass
 class RestartEvidence:
-    """What one restart measured: mask L1 per (canvas, class) and the noise-blend rate per class."""
+    """What one restart measured: mask L1 per (canvas, class), and per class the noise-blend and
+    random-warp rates."""
 
     seed: int
     mask_l1: np.ndarray  # (V, T)
     noise_rate: np.ndarray  # (T,)
+    warp_rate: np.ndarray  # (T,)
 
 
 @dataclass
@@ -235,6 +253,28 @@ def small_mask_test(
         "MAD index of the log smallest white/free mask L1",
         "index",
         anomaly_index(np.median(per_restart, axis=0)),
+        per_restart,
+        classes,
+        prior,
+        alpha,
+    )
+
+
+def warp_test(
+    evidence: Sequence[RestartEvidence],
+    classes: Sequence[int],
+    prior: CleanPrior = WARP_PRIOR,
+    alpha: float = VERDICT_ALPHA,
+) -> TestResult:
+    """The random-warp rate (warp.py) against the clean prior, Bonferroni over the judged
+    classes: a warping trigger (WaNet) has no mask and adds no pixels, so neither the pattern
+    search nor the noise blend sees it."""
+    per_restart = np.stack([np.asarray(e.warp_rate, dtype=float) for e in evidence])
+    return prior_test(
+        "warp",
+        "share of the other classes' held-out images a random smooth warp sends to the class",
+        "rate",
+        np.median(per_restart, axis=0),
         per_restart,
         classes,
         prior,
@@ -394,6 +434,7 @@ def backdoor_verdict(
     prior: CleanPrior = SELF_EXCESS_PRIOR,
     alpha: float = VERDICT_ALPHA,
     mask_prior: CleanPrior = SMALL_MASK_PRIOR,
+    warp_prior: CleanPrior = WARP_PRIOR,
 ) -> BackdoorVerdict:
     """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
     `power` and `spread` (V, T) are restart 0's, for the descriptive fields."""
@@ -401,7 +442,8 @@ def backdoor_verdict(
     self_test = self_excess_test(evidence, canvas_labels, classes, prior, alpha)
     mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, alpha)
     noise_test = noise_blend_test(evidence, classes, noise_alphas)
-    tests = [t for t in (self_test, mask_test, noise_test) if t is not None]
+    warp = warp_test(evidence, classes, warp_prior, alpha)
+    tests = [t for t in (self_test, mask_test, noise_test, warp) if t is not None]
     flagged = sorted({t for test in tests for t in test.fired})
     never = sorted(set(range(num_classes)) - set(classes))
     reasons = inconclusive_reasons(self_test, never, eval_per_class)
