@@ -55,8 +55,8 @@ def test_onnx_gradient_matches_torch_autograd(
     torch.set_num_threads(1)
     module, path = torch_export(name, exporter, opset)
     model = onnx.load(str(path))
-    x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    y = torch.tensor([1, 5, 9, 999])
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([5, 999])  # two samples: the float64 reference dominates the time
     result = InputGradient(model, CrossEntropy(reduction="sum"), "cpu", threads=1)(
         x.numpy(), y.numpy()
     )
@@ -72,8 +72,8 @@ def test_onnx_gradient_matches_torch_autograd(
     torch.nn.functional.cross_entropy(single(x32), y, reduction="sum").backward()
 
     def errors(gradient: np.ndarray) -> np.ndarray:
-        flat = (gradient - reference).reshape(4, -1)
-        return np.linalg.norm(flat, axis=1) / np.linalg.norm(reference.reshape(4, -1), axis=1)
+        flat = (gradient - reference).reshape(len(x), -1)
+        return np.linalg.norm(flat, axis=1) / np.linalg.norm(reference.reshape(len(x), -1), axis=1)
 
     ours, theirs = errors(result.input_grad), errors(x32.grad.numpy())
     as_good_as_torch = ours.max() <= max(1e-4, 5 * theirs.max())

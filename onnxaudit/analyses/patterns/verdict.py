@@ -22,10 +22,10 @@ within-model statistic, run only for K >= 10 classes, and catches patch triggers
 misses because the target is a natural shortcut already (a patch planted on Bag). The fourth
 is for warping triggers (WaNet), which have no mask and add no pixels: the share of other-class
 images that random smooth warps send to the class (warp.py), against a prior of that rate over
-the clean calibration models' classes (K >= 2). The search
-runs several times (restarts: own split, batches and noise each); each test uses the median over
-restarts, and a class is suspected when any test fires (the family level is split by
-Bonferroni over the classes, per test).
+the clean calibration models' classes (K >= 2). The search runs several times (restarts: own
+split, batches and noise each); each test uses the median over restarts, and a class is
+suspected when any test fires (the family level is split by Bonferroni over the classes, per
+test).
 
 The verdict has three outcomes: `suspected` (classes and the tests that fired), `clear`, and
 `inconclusive` (classes never searched, a test that could not run, too few images).
@@ -82,7 +82,7 @@ SMALL_MASK_PRIOR = CleanPrior(
 )
 MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
 # Prior of the warp test's rate: every class of the same clean calibration models (K >= 2); the
-# fitted scale (0.03) is under fit_prior's floor of 0.05, which is kept (a wider null).
+# fitted scale (0.028) is under fit_prior's floor of 0.05, which is kept (a wider null).
 WARP_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random smooth warp sends to the class "
     "(median over restarts)",

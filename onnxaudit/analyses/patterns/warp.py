@@ -26,7 +26,9 @@ GRID = 4  # control points per side: WaNet's k
 STRENGTHS = (1 / 56, 1 / 28, 1 / 14)  # mean displacement, fraction of the side (0.5-2 px at 28)
 
 
-def random_flow(rng: np.random.Generator, h: int, w: int, strength: float, grid: int = GRID):
+def random_flow(
+    rng: np.random.Generator, h: int, w: int, strength: float, grid: int = GRID
+) -> np.ndarray:
     """(2, H, W) a smooth displacement field in pixels, mean |.| about strength * max(H, W)."""
     ctrl = rng.uniform(-1.0, 1.0, (2, grid, grid))
     ctrl /= np.abs(ctrl).mean()
