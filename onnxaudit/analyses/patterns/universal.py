@@ -7,6 +7,9 @@ similar strength sends most images of every other class to the target. Clean mod
 images to natural attractor classes too (Shirt, Bag on Fashion-MNIST), but only a minority of
 them. Optimised universal targeted perturbations (one L-inf bounded delta per class) were tried
 first and do not separate a blend target from Shirt: docs/patterns.md.
+
+`UniversalResponse` is the measurement both universal probes share (the random warps of warp.py
+are the other): one random transform for all images, the share of each class's arrivals.
 """
 
 from __future__ import annotations
@@ -20,30 +23,55 @@ from onnxaudit.analyses.patterns.evaluate import PredictFn, predict_labels
 ALPHAS = (0.1, 0.15)  # blend strengths: x' = (1 - alpha) * x + alpha * noise
 
 
-class NoiseBlendResponse:
-    """Per class t: the share of images of other classes that x' = (1-a) x + a u classifies as t,
-    averaged over `draws` uniform-noise images u (one u shared by all images: universal), at each
-    alpha in `alphas`; `rate_` is the largest over the alphas."""
+class UniversalResponse:
+    """Per class t: the share of images of other classes that one random transform, shared by
+    all images (universal), sends to t, averaged over `draws` draws at each of the transform's
+    levels; `rates_` is (levels, T) and `rate_` the largest over the levels. Subclasses say
+    what the levels are and how one draw transforms the images."""
+
+    draws: int
+    seed: int
+
+    def levels(self) -> Sequence[float]:
+        raise NotImplementedError
+
+    def transformed(self, x: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def stream(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+    def fit(
+        self, predict: PredictFn, x: np.ndarray, y: np.ndarray, classes: Sequence[int]
+    ) -> UniversalResponse:
+        """x (N, C, H, W) in [0, 1] with labels y; held-out images, as for predictive power."""
+        x = np.asarray(x, dtype=np.float32)
+        y = np.asarray(y, dtype=np.int64)
+        rng = self.stream()
+        others = [y != t for t in classes]
+        levels = self.levels()
+        rates = np.zeros((len(levels), len(classes)))
+        for li, level in enumerate(levels):
+            for _ in range(self.draws):
+                pred = predict_labels(predict, self.transformed(x, level, rng))
+                rates[li] += [(pred[o] == t).mean() for t, o in zip(classes, others, strict=True)]
+        self.rates_ = rates / self.draws
+        self.rate_ = self.rates_.max(axis=0)  # (T,)
+        return self
+
+
+class NoiseBlendResponse(UniversalResponse):
+    """The noise blend: x' = (1 - a) x + a u, one uniform-noise image u per draw, at each alpha
+    a in `alphas`."""
 
     def __init__(self, alphas: Sequence[float] = ALPHAS, draws: int = 4, seed: int = 0) -> None:
         self.alphas = alphas
         self.draws = draws
         self.seed = seed
 
-    def fit(
-        self, predict: PredictFn, x: np.ndarray, y: np.ndarray, classes: Sequence[int]
-    ) -> NoiseBlendResponse:
-        """x (N, C, H, W) in [0, 1] with labels y; held-out images, as for predictive power."""
-        x = np.asarray(x, dtype=np.float32)
-        y = np.asarray(y, dtype=np.int64)
-        rng = np.random.default_rng(self.seed)
-        others = [y != t for t in classes]
-        rates = np.zeros((len(self.alphas), len(classes)))
-        for ai, alpha in enumerate(self.alphas):
-            for _ in range(self.draws):
-                noise = rng.random((1, *x.shape[1:]), dtype=np.float32)
-                pred = predict_labels(predict, (1 - alpha) * x + alpha * noise)
-                rates[ai] += [(pred[o] == t).mean() for t, o in zip(classes, others, strict=True)]
-        self.rates_ = rates / self.draws  # (A, T)
-        self.rate_ = self.rates_.max(axis=0)  # (T,)
-        return self
+    def levels(self) -> Sequence[float]:
+        return self.alphas
+
+    def transformed(self, x: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        noise = rng.random((1, *x.shape[1:]), dtype=np.float32)
+        return (1 - level) * x + level * noise

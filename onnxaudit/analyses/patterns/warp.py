@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from onnxaudit.analyses.patterns.evaluate import PredictFn, predict_labels
+from onnxaudit.analyses.patterns.universal import UniversalResponse
 
 GRID = 4  # control points per side: WaNet's k
 STRENGTHS = (1 / 56, 1 / 28, 1 / 14)  # mean displacement, fraction of the side (0.5-2 px at 28)
@@ -46,10 +46,9 @@ def warp(x: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return out.reshape(x.shape).astype(np.float32)
 
 
-class WarpResponse:
-    """Per class t: the share of images of other classes that a random smooth warp sends to t,
-    averaged over `draws` fields (one field shared by all images: universal) at each strength in
-    `strengths`; `rate_` is the largest over the strengths."""
+class WarpResponse(UniversalResponse):
+    """Random smooth warps (one field per draw, shared by all images) at each strength in
+    `strengths`; the rate of t is the largest over the strengths."""
 
     def __init__(
         self, strengths: Sequence[float] = STRENGTHS, draws: int = 4, seed: int = 0
@@ -58,20 +57,11 @@ class WarpResponse:
         self.draws = draws
         self.seed = seed
 
-    def fit(
-        self, predict: PredictFn, x: np.ndarray, y: np.ndarray, classes: Sequence[int]
-    ) -> WarpResponse:
-        """x (N, C, H, W) in [0, 1] with labels y; held-out images, as for predictive power."""
-        x = np.asarray(x, dtype=np.float32)
-        y = np.asarray(y, dtype=np.int64)
-        rng = np.random.default_rng([self.seed, 1])  # not the noise blend's stream
-        others = [y != t for t in classes]
-        rates = np.zeros((len(self.strengths), len(classes)))
-        for si, strength in enumerate(self.strengths):
-            for _ in range(self.draws):
-                flow = random_flow(rng, *x.shape[-2:], strength)
-                pred = predict_labels(predict, warp(x, flow))
-                rates[si] += [(pred[o] == t).mean() for t, o in zip(classes, others, strict=True)]
-        self.rates_ = rates / self.draws  # (S, T)
-        self.rate_ = self.rates_.max(axis=0)  # (T,)
-        return self
+    def levels(self) -> Sequence[float]:
+        return self.strengths
+
+    def stream(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, 1])  # not the noise blend's stream
+
+    def transformed(self, x: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+        return warp(x, random_flow(rng, *x.shape[-2:], level))
