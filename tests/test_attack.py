@@ -215,6 +215,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 """
 
 
+@pytest.mark.slow  # 15-25 s: kept out of the everyday suite
 def test_pgd_memory_stays_bounded_whatever_the_data_set_size() -> None:
     """Peak memory of robustness() beyond its inputs: bounded by the budget, and the same for
     4 and 24 images (one gradient batch at a time; the adversarial copy is the only

@@ -102,6 +102,7 @@ def test_features_in_data_shards_are_those_of_one_pass(cluster, student):
         np.testing.assert_array_equal(shards[key], value, err_msg=key)
 
 
+@pytest.mark.slow  # 15-25 s: kept out of the everyday suite
 def test_compare_on_the_cluster_matches_in_process(tmp_path):
     a, data = make_inputs(tmp_path, n=24, model_seed=0, name="cnn0")
     b, _ = make_inputs(tmp_path, n=24, model_seed=1, name="cnn1")
