@@ -84,12 +84,10 @@ def collect(args: argparse.Namespace) -> None:
 def warp_restarts(pm, entry: dict, per_class: int, seed: int, restarts: int) -> list[list[float]]:
     """Each restart's warp rates as `analyse_patterns` measures them (its splits and seeds), for
     evidence recorded before the warp probe existed; tests/test_patterns_warp.py checks it."""
-    from onnxaudit.analyses.patterns.analyse import SEARCH_STREAM, SPLIT_STREAM
-    from onnxaudit.analyses.patterns.evaluate import split_search_eval
+    from onnxaudit.analyses.patterns.analyse import restart_split
     from onnxaudit.analyses.patterns.restarts import restart_seeds
     from onnxaudit.analyses.patterns.warp import WarpResponse
     from onnxaudit.features.runtime import create_session
-    from onnxaudit.seeds import as_int, child
 
     info = pm.info
     session = create_session(pm.proto, device="cpu", threads=1)
@@ -101,8 +99,8 @@ def warp_restarts(pm, entry: dict, per_class: int, seed: int, restarts: int) -> 
     x, y = data.images(info.input_shape), np.asarray(data.labels, dtype=np.int64)
     rates = []
     for restart in restart_seeds(seed, restarts):
-        held = split_search_eval(y, 0.5, child(restart, SPLIT_STREAM))[1]
-        probe = WarpResponse(seed=as_int(child(restart, SEARCH_STREAM)))
+        _, held, search_seed = restart_split(y, 0.5, restart)
+        probe = WarpResponse(seed=search_seed)
         rates.append(probe.fit(predict, x[held], y[held], np.unique(y)).rate_.tolist())
     return rates
 

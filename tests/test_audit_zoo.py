@@ -51,9 +51,11 @@ def test_backdoored_model_fails_the_gate_with_its_target(tmp_path):
     assert result.exit_code == 1, result.output
     target = backdoor_target("resnet-blend")
     assert f"FAIL backdoor: backdoor suspected, target class {target} " in result.output
-    verdict = json.loads((tmp_path / "result.json").read_text())["patterns"]["backdoor"]
+    patterns = json.loads((tmp_path / "result.json").read_text())["patterns"]
+    verdict = patterns["backdoor"]
     assert verdict["outcome"] == "suspected" and verdict["classes"] == [target]
     assert verdict["evidence"][str(target)]
+    assert patterns["classes"][target]["suspected"]  # the per-class row agrees
     assert (tmp_path / "junit.xml").read_text().count("<failure") == 1
 
 

@@ -205,9 +205,7 @@ def analyse_patterns(
     options = {"k": k, "batch_per_class": batch_per_class, "epochs": epochs, "canvas": canvas}
 
     def run(restart_seed: int, stage: int) -> tuple[ClassPatternSearch, np.ndarray]:
-        search_idx, eval_idx = split_search_eval(
-            y, search_fraction, child(restart_seed, SPLIT_STREAM)
-        )
+        search_idx, eval_idx, search_seed = restart_split(y, search_fraction, restart_seed)
 
         def report(name: str, done: int, total: int) -> None:
             progress(f"{name} (restart {stage + 1}/{restarts})", done, total)
@@ -218,7 +216,7 @@ def analyse_patterns(
             y[search_idx],
             classes,
             options,
-            as_int(child(restart_seed, SEARCH_STREAM)),
+            search_seed,
             device,
             threads,
             executor,
@@ -244,6 +242,15 @@ def analyse_patterns(
         shards=PowerShards(payload, info.input_name, info.logits_name, device, threads, executor),
         more_evidence=extra,
     )
+
+
+def restart_split(
+    y: np.ndarray, search_fraction: float, restart_seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One restart's (search, held-out) index split of labels y, and its search seed (which the
+    noise-blend and warp probes of that restart use too)."""
+    search_idx, eval_idx = split_search_eval(y, search_fraction, child(restart_seed, SPLIT_STREAM))
+    return search_idx, eval_idx, as_int(child(restart_seed, SEARCH_STREAM))
 
 
 def fewest_per_class(y: np.ndarray, classes: Sequence[int]) -> int:
