@@ -1,16 +1,14 @@
 """The backdoor verdict on the whole zoo: collect each restart's evidence, then calibrate and report.
 
     python bench/verdict_zoo.py collect --seeds 0 1 2 [--models NAME ...] --out E.jsonl
-    python bench/verdict_zoo.py add-warp OLD.jsonl --out E.jsonl
     python bench/verdict_zoo.py report E.jsonl [--out bench/verdict-zoo.json]
     python bench/verdict_zoo.py cost [--model vgg]
 
 `collect` runs `analyse_patterns` at the audit defaults (20 images per class of the committed
 test subset drawn with the seed, 5 epochs, 3 canvases, 3 restarts) on every zoo model (the
-4-class ones on the subset's 4 classes) and writes one JSON line per (model, seed) with every
-restart's mask L1, noise-blend and warp rates and the verdict. `add-warp` adds the warp rates
-to rows collected before the warp probe existed (same splits and seeds, without repeating the
-searches). `report` fits the priors on the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
+4-class ones on the subset's 4 classes; each restart on its own 20 images per class) and writes
+one JSON line per (model, seed) with every restart's mask L1, noise-blend and warp rates and the
+verdict. `report` fits the priors on the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
 with it, and prints detection on each half: found with the right target, false alarms, AUROC
 and FPR at 95 % TPR (max over classes of the statistic's z-score under the prior, as score).
 """
@@ -71,6 +69,7 @@ def collect(args: argparse.Namespace) -> None:
                     "classes": result.classes,
                     "eval_per_class": result.n_eval // len(result.classes),
                     "seconds": round(time.time() - t0, 1),
+                    "restart_images": result.settings["restart_images"],
                     "tests": {t["name"]: t["restarts"] for t in verdict["tests"]},
                     "outcome": verdict["outcome"],
                     "flagged": verdict["classes"],
@@ -79,46 +78,6 @@ def collect(args: argparse.Namespace) -> None:
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 print(name, seed, row["outcome"], row["flagged"], row["seconds"], flush=True)
-
-
-def warp_restarts(pm, entry: dict, per_class: int, seed: int, restarts: int) -> list[list[float]]:
-    """Each restart's warp rates as `analyse_patterns` measures them (its splits and seeds), for
-    evidence recorded before the warp probe existed; tests/test_patterns_warp.py checks it."""
-    from onnxaudit.analyses.patterns.analyse import restart_split
-    from onnxaudit.analyses.patterns.restarts import restart_seeds
-    from onnxaudit.analyses.patterns.warp import WarpResponse
-    from onnxaudit.features.runtime import create_session
-
-    info = pm.info
-    session = create_session(pm.proto, device="cpu", threads=1)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return session.run([info.logits_name], {info.input_name: batch})[0]
-
-    data = model_data(entry, per_class, seed)
-    x, y = data.images(info.input_shape), np.asarray(data.labels, dtype=np.int64)
-    rates = []
-    for restart in restart_seeds(seed, restarts):
-        _, held, search_seed = restart_split(y, 0.5, restart)
-        probe = WarpResponse(seed=search_seed)
-        rates.append(probe.fit(predict, x[held], y[held], np.unique(y)).rate_.tolist())
-    return rates
-
-
-def add_warp(args: argparse.Namespace) -> None:
-    """Evidence rows without the warp probe, with it added (the searches are not repeated)."""
-    models = zoo_models()
-    prepared: dict[str, object] = {}
-    with open(args.out, "w") as out:
-        for row in load_rows([args.evidence]):
-            if "warp" not in row["tests"]:
-                name = row["model"]
-                pm = prepared.setdefault(name, prepare_model(REPO / models[name]["file"]))
-                restarts = len(row["tests"]["noise_blend"])
-                row["tests"]["warp"] = warp_restarts(
-                    pm, models[name], args.per_class, row["seed"], restarts
-                )
-            out.write(json.dumps(row) + "\n")
 
 
 def load_rows(paths: list[Path]) -> list[dict]:
@@ -244,13 +203,14 @@ def choose_alpha(calibration: list[dict], priors: Priors) -> float:
 
 
 def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Priors:
-    """The priors, from the clean calibration models' classes at seeds 0-2 (the extra
-    stability seeds would weigh some models more)."""
-    clean = [
-        r
-        for r in rows
-        if split[r["model"]] == "calibration" and r["target"] is None and r["seed"] <= 2
-    ]
+    """The priors, from the clean calibration models' classes at every seed all of them were
+    measured at (so each model weighs the same)."""
+    clean = [r for r in rows if split[r["model"]] == "calibration" and r["target"] is None]
+    seeds: dict[str, set[int]] = {}
+    for r in clean:
+        seeds.setdefault(r["model"], set()).add(r["seed"])
+    common = set.intersection(*seeds.values())
+    clean = [r for r in clean if r["seed"] in common]
 
     def fit(per_run: dict[str, np.ndarray], statistic: str) -> CleanPrior:
         values = [v for stats in per_run.values() for v in stats]
@@ -278,7 +238,10 @@ def report(args: argparse.Namespace) -> None:
     rows = load_rows(args.evidence)
     split = zoo_split()
     priors = fit_priors(rows, split, args.heavy_tails)
-    seeds = [0, 1, 2]  # the seeds every model was measured at; more only for stability
+    by_model: dict[str, set[int]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], set()).add(r["seed"])
+    seeds = sorted(set.intersection(*by_model.values()))  # the seeds every model was measured at
     # the level: no false alarm on any calibration run, every seed measured (stability seeds too)
     alpha = choose_alpha([r for r in rows if split[r["model"]] == "calibration"], priors)
     halves = {
@@ -443,17 +406,13 @@ def main() -> None:
     r.add_argument("evidence", type=Path, nargs="+")
     r.add_argument("--out", type=Path)
     r.add_argument("--heavy-tails", action="store_true", help="Student-t prior (else normal)")
-    w = sub.add_parser("add-warp")
-    w.add_argument("evidence", type=Path)
-    w.add_argument("--per-class", type=int, default=20)
-    w.add_argument("--out", type=Path, required=True)
     t = sub.add_parser("cost")
     t.add_argument("--model", default="vgg")
     t.add_argument("--per-class", type=int, default=20)
     t.add_argument("--repeats", type=int, default=3)
     t.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    commands = {"collect": collect, "add-warp": add_warp, "report": report, "cost": cost}
+    commands = {"collect": collect, "report": report, "cost": cost}
     commands[args.command](args)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +31,46 @@ class Dataset:
     array: np.ndarray | None = None
     files: list[Path] | None = None
     class_order: str = "as stored"  # class folders: "numeric" or "alphabetical"
+    # the images of the source a `subset` left out: where an analysis that repeats itself on
+    # fresh images (the backdoor verdict's restarts) draws them from; None when nothing is left
+    rest: Dataset | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, per_class: int | None, seed: int = 0) -> Dataset:
-        """A deterministic stratified subset: up to `per_class` images of each class, in data order."""
+        """A deterministic stratified subset: up to `per_class` images of each class, in data
+        order; the images it leaves out are its `rest`."""
         if per_class is None:
             return self
         if per_class < 1:
             raise AuditError(f"--per-class must be at least 1, got {per_class}")
+        wanted = {int(c): per_class for c in np.unique(self.labels)}
+        return self._draw(wanted, seed)
+
+    def fresh_subset(self, seed: int | np.random.SeedSequence) -> Dataset | None:
+        """As many images of each class as this data set has, drawn from its `rest` (so disjoint
+        from it), or None when the rest has fewer of some class."""
+        labels, counts = np.unique(self.labels, return_counts=True)
+        if self.rest is None:
+            return None
+        spare = np.array([np.count_nonzero(self.rest.labels == c) for c in labels])
+        if np.any(spare < counts):
+            return None
+        return self.rest._draw(dict(zip(labels.tolist(), counts.tolist(), strict=True)), seed)
+
+    def _draw(self, wanted: dict[int, int], seed: int | np.random.SeedSequence) -> Dataset:
+        """Up to wanted[c] images of each class c, seeded, in data order; the others as rest."""
         rng = np.random.default_rng(seed)
-        chosen = [
-            rng.choice(members, size=min(per_class, len(members)), replace=False)
-            for members in (np.flatnonzero(self.labels == c) for c in np.unique(self.labels))
-        ]
-        return self.take(np.sort(np.concatenate(chosen)))
+        chosen = []
+        for c, n in wanted.items():
+            members = np.flatnonzero(self.labels == c)
+            chosen.append(rng.choice(members, size=min(n, len(members)), replace=False))
+        kept = np.sort(np.concatenate(chosen))
+        part = self.take(kept)
+        left = np.setdiff1d(np.arange(len(self)), kept)
+        part.rest = self.take(left) if len(left) else None
+        return part
 
     def take(self, indices: np.ndarray) -> Dataset:
         """The images at `indices`, as a new Dataset."""

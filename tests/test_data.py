@@ -78,6 +78,22 @@ def test_subset_is_stratified_and_deterministic(tmp_path):
     assert [len(y) for _, y in batches] == [5, 5, 2]
 
 
+def test_a_subset_keeps_its_rest_and_fresh_subsets_are_disjoint(tmp_path):
+    np.savez(tmp_path / "d.npz", x=X, y=Y)
+    data = load_dataset(tmp_path / "d.npz")  # 4 images of each of 3 classes
+    part = data.subset(1, seed=3)
+    assert len(part.rest) == 9 and np.bincount(part.rest.labels).tolist() == [3, 3, 3]
+    fresh = part.fresh_subset(seed=5)
+    assert np.bincount(fresh.labels).tolist() == [1, 1, 1] and len(fresh.rest) == 6
+    seen = {a.tobytes() for a in part.array}
+    assert not seen & {a.tobytes() for a in fresh.array}  # X's images are all distinct
+    np.testing.assert_array_equal(part.fresh_subset(seed=5).array, fresh.array)  # seeded
+    assert data.subset(2, seed=3).fresh_subset(seed=0) is not None  # 2 + 2 of 4
+    assert data.subset(3, seed=3).fresh_subset(seed=0) is None  # 1 left per class: too few
+    assert data.fresh_subset(seed=0) is None  # a whole data set has no rest
+    assert data.subset(4, seed=0).rest is None
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

@@ -376,6 +376,26 @@ def test_analyse_patterns_end_to_end_on_onnx(onnx_planted):
     assert figure.src.startswith("data:image/png;base64,") and len(figure.src) > 1000
 
 
+def test_restarts_draw_fresh_images_when_the_subset_left_some(onnx_planted):
+    from onnxaudit.analyses.patterns.analyse import restart_images
+    from onnxaudit.data import load_dataset
+    from onnxaudit.model import prepare_model
+
+    ds = load_dataset(onnx_planted / "bars.npz")  # 40 images per class
+    part = ds.subset(12, seed=1)
+    pools = restart_images(part, [0, 1, 2])
+    assert pools[0] is part and [len(p) for p in pools] == [len(part)] * 3
+    drawn = [{a.tobytes() for a in p.array} for p in pools]
+    assert not (drawn[0] & drawn[1] or drawn[0] & drawn[2] or drawn[1] & drawn[2])
+    big = ds.subset(15, seed=1)  # 25 left per class: enough for one more restart, not two
+    assert all(p is big for p in restart_images(big, [0, 1, 2]))
+    pm = prepare_model(onnx_planted / "planted.onnx")
+    result = analyse_patterns(pm, part, k=9, epochs=1, device="cpu", restarts=2)
+    assert result.settings["restart_images"] == "fresh"
+    result = analyse_patterns(pm, ds, k=9, epochs=1, device="cpu", restarts=2)
+    assert result.settings["restart_images"] == "shared"
+
+
 def test_cli_writes_result_and_report(onnx_planted, tmp_path):
     import typer
     from typer.testing import CliRunner

@@ -112,7 +112,8 @@ PerClass = Annotated[
     int | None,
     typer.Option(
         "--per-class",
-        help="Images per class (stratified, seeded subset; bounds the run time).",
+        help="Images per class (stratified, seeded subset; bounds the run time). Each "
+        "backdoor-verdict restart draws its own that many when the data has them.",
         metavar="N",
     ),
 ]

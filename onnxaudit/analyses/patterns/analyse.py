@@ -40,7 +40,7 @@ from onnxaudit.settings import PATTERN_EPOCHS
 K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted patch fits in it)
 DEFAULT_CANVASES = ("confident", "white", "free")
-SPLIT_STREAM, SEARCH_STREAM = 0, 1  # children of each restart's stream
+SPLIT_STREAM, SEARCH_STREAM, IMAGES_STREAM = 0, 1, 2  # children of each restart's stream
 DEFAULT_RESTARTS = 3
 
 
@@ -193,8 +193,6 @@ def analyse_patterns(
         num_classes=pm.info.num_classes,
     )
     info = pm.info
-    x = dataset.images(info.input_shape)
-    y = np.asarray(dataset.labels, dtype=np.int64)
     session = create_session(pm.proto, device=device, threads=threads)
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -204,7 +202,9 @@ def analyse_patterns(
     executor = executor or current()
     options = {"k": k, "batch_per_class": batch_per_class, "epochs": epochs, "canvas": canvas}
 
-    def run(restart_seed: int, stage: int) -> tuple[ClassPatternSearch, np.ndarray]:
+    def run(images: Dataset, restart_seed: int, stage: int) -> tuple[ClassPatternSearch, Split]:
+        x = images.images(info.input_shape)
+        y = np.asarray(images.labels, dtype=np.int64)
         search_idx, eval_idx, search_seed = restart_split(y, search_fraction, restart_seed)
 
         def report(name: str, done: int, total: int) -> None:
@@ -223,25 +223,46 @@ def analyse_patterns(
             report,
             max_memory=max_memory,
         )
-        return search, eval_idx
+        return search, (x[eval_idx], y[eval_idx])
 
     seeds = restart_seeds(seed, restarts)
-    first, eval_idx = run(seeds[0], 0)
+    pools = restart_images(dataset, seeds)
+    first, (x_eval, y_eval) = run(pools[0], seeds[0], 0)
     extra = []
     for stage, restart_seed in enumerate(seeds[1:], start=1):
-        search, held = run(restart_seed, stage)
-        extra.append(restart_evidence(search, predict, x[held], y[held]))
-    return measure(
+        search, held = run(pools[stage], restart_seed, stage)
+        extra.append(restart_evidence(search, predict, *held))
+    result = measure(
         first,
         predict,
-        x[eval_idx],
-        y[eval_idx],
+        x_eval,
+        y_eval,
         info.num_classes,
         info.class_names,
         progress,
         shards=PowerShards(payload, info.input_name, info.logits_name, device, threads, executor),
         more_evidence=extra,
     )
+    result.settings["restart_images"] = "shared" if pools[1:] and pools[1] is dataset else "fresh"
+    return result
+
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def restart_images(dataset: Dataset, seeds: Sequence[int]) -> list[Dataset]:
+    """The images of each restart: `dataset` for the first and, when what the run's subset left
+    out (`Dataset.rest`) holds enough, as many fresh images per class for each other one, so a
+    restart repeats the whole draw (images, split, batches) and the median over restarts also
+    averages the luck of the subset; else `dataset` for every restart (only the split is
+    redrawn)."""
+    pools = [dataset]
+    for restart_seed in seeds[1:]:
+        fresh = pools[-1].fresh_subset(child(restart_seed, IMAGES_STREAM))
+        if fresh is None:
+            return [dataset] * len(seeds)
+        pools.append(fresh)
+    return pools
 
 
 def restart_split(
