@@ -76,6 +76,8 @@ def test_onnx_gradient_matches_torch_autograd(
         return np.linalg.norm(flat, axis=1) / np.linalg.norm(reference.reshape(len(x), -1), axis=1)
 
     ours, theirs = errors(result.input_grad), errors(x32.grad.numpy())
-    as_good_as_torch = ours.max() <= max(1e-4, 5 * theirs.max())
-    one_flip = np.median(ours) <= 1e-4 and ours.max() <= 1e-2  # flips are random events
-    assert as_good_as_torch or one_flip, (ours, theirs)
+    # per sample: as close to the float64 reference as torch's own float32 is, or (at most one
+    # sample) a float32 ReLU flip, a random event that moves the gradient by up to about 1e-2
+    as_good_as_torch = ours <= np.maximum(1e-4, 5 * theirs)
+    flips = ~as_good_as_torch & (ours <= 1e-2)
+    assert (as_good_as_torch | flips).all() and flips.sum() <= 1, (ours, theirs)
