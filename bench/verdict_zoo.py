@@ -202,14 +202,19 @@ def choose_alpha(calibration: list[dict], priors: Priors) -> float:
     return ALPHAS[-1]
 
 
+def common_seeds(rows: list[dict]) -> list[int]:
+    """The seeds every model of `rows` was measured at."""
+    seeds: dict[str, set[int]] = {}
+    for r in rows:
+        seeds.setdefault(r["model"], set()).add(r["seed"])
+    return sorted(set.intersection(*seeds.values()))
+
+
 def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Priors:
     """The priors, from the clean calibration models' classes at every seed all of them were
     measured at (so each model weighs the same)."""
     clean = [r for r in rows if split[r["model"]] == "calibration" and r["target"] is None]
-    seeds: dict[str, set[int]] = {}
-    for r in clean:
-        seeds.setdefault(r["model"], set()).add(r["seed"])
-    common = set.intersection(*seeds.values())
+    common = common_seeds(clean)
     clean = [r for r in clean if r["seed"] in common]
 
     def fit(per_run: dict[str, np.ndarray], statistic: str) -> CleanPrior:
@@ -238,10 +243,7 @@ def report(args: argparse.Namespace) -> None:
     rows = load_rows(args.evidence)
     split = zoo_split()
     priors = fit_priors(rows, split, args.heavy_tails)
-    by_model: dict[str, set[int]] = {}
-    for r in rows:
-        by_model.setdefault(r["model"], set()).add(r["seed"])
-    seeds = sorted(set.intersection(*by_model.values()))  # the seeds every model was measured at
+    seeds = common_seeds(rows)
     # the level: no false alarm on any calibration run, every seed measured (stability seeds too)
     alpha = choose_alpha([r for r in rows if split[r["model"]] == "calibration"], priors)
     halves = {

@@ -51,9 +51,9 @@ class Dataset:
     def fresh_subset(self, seed: int | np.random.SeedSequence) -> Dataset | None:
         """As many images of each class as this data set has, drawn from its `rest` (so disjoint
         from it), or None when the rest has fewer of some class."""
-        labels, counts = np.unique(self.labels, return_counts=True)
         if self.rest is None:
             return None
+        labels, counts = np.unique(self.labels, return_counts=True)
         spare = np.array([np.count_nonzero(self.rest.labels == c) for c in labels])
         if np.any(spare < counts):
             return None
