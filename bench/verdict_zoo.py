@@ -33,6 +33,7 @@ from onnxaudit.analyses.patterns.verdict import (
     MIN_NOISE_RATE,
     anomaly_index,
     centred,
+    over_restarts,
     prior_test,
 )
 from onnxaudit.model import prepare_model
@@ -95,7 +96,7 @@ def small_mask_index(row: dict) -> np.ndarray | None:
     log_l1 = row["tests"].get("small_mask")
     if log_l1 is None or len(row["classes"]) < MIN_MASK_CLASSES:
         return None
-    return anomaly_index(np.median(np.asarray(log_l1), axis=0))
+    return anomaly_index(over_restarts(log_l1))
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def judge(row: dict, priors: Priors, alpha: float) -> tuple[list[int], float]:
             "self_excess",
             "",
             "excess",
-            np.median(restarts, axis=0),
+            over_restarts(restarts),
             restarts,
             classes,
             priors.excess,
@@ -133,9 +134,9 @@ def judge(row: dict, priors: Priors, alpha: float) -> tuple[list[int], float]:
         )
     warp = np.asarray(row["tests"]["warp"])
     tests.append(
-        prior_test("warp", "", "rate", np.median(warp, axis=0), warp, classes, priors.warp, alpha)
+        prior_test("warp", "", "rate", over_restarts(warp), warp, classes, priors.warp, alpha)
     )
-    noise = np.median(np.asarray(row["tests"]["noise_blend"]), axis=0)
+    noise = over_restarts(row["tests"]["noise_blend"])
     fired = {t for test in tests for t in test.fired}
     fired |= {c for c, r in zip(classes, noise, strict=True) if r >= MIN_NOISE_RATE}
     prior_of = {"self_excess": priors.excess, "small_mask": priors.mask, "warp": priors.warp}
@@ -309,7 +310,7 @@ def summary(halves: dict) -> str:
 def seed_median(runs: list[dict], test: str, centre: bool = False) -> np.ndarray:
     """(T,) a test's per-class statistic: median over restarts, then over the seeds."""
     per_run = [np.asarray(r["tests"][test], dtype=float) for r in runs]
-    return np.median([np.median(centred(v) if centre else v, axis=0) for v in per_run], axis=0)
+    return np.median([over_restarts(centred(v) if centre else v) for v in per_run], axis=0)
 
 
 def target_and_top(values: np.ndarray | None, target: int | None, digits: int = 2) -> str:

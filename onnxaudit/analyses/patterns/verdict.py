@@ -107,6 +107,11 @@ def anomaly_index(values: np.ndarray) -> np.ndarray:
     return (median - values) / max(mad, 1e-3)
 
 
+def over_restarts(per_restart: np.ndarray) -> np.ndarray:
+    """(T,) a test's statistic from its (R, T) values at each restart: their median."""
+    return np.median(np.asarray(per_restart, dtype=float), axis=0)
+
+
 def self_excess(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray | None:
     """(T,) log of the real-canvas mask L1 over the smallest any-value-canvas mask L1, from
     mask_l1 (V, T); None when the canvases needed were not searched."""
@@ -181,7 +186,7 @@ def self_excess_test(
         "self_excess",
         "self-explained excess over the model's median class",
         "excess",
-        np.median(per_restart, axis=0),
+        over_restarts(per_restart),
         per_restart,
         classes,
         prior,
@@ -254,7 +259,7 @@ def small_mask_test(
         "small_mask",
         "MAD index of the log smallest white/free mask L1",
         "index",
-        anomaly_index(np.median(per_restart, axis=0)),
+        anomaly_index(over_restarts(per_restart)),
         per_restart,
         classes,
         prior,
@@ -276,7 +281,7 @@ def warp_test(
         "warp",
         "share of the other classes' held-out images a random smooth warp sends to the class",
         "rate",
-        np.median(per_restart, axis=0),
+        over_restarts(per_restart),
         per_restart,
         classes,
         prior,
@@ -293,7 +298,7 @@ def noise_blend_test(
     """Flag t when random noise blended at `alphas` sends a majority (>= min_rate) of the other
     classes' held-out images to t (median over restarts): clean attractors receive <= 0.25."""
     per_restart = np.stack([np.asarray(e.noise_rate, dtype=float) for e in evidence])
-    statistic = np.median(per_restart, axis=0)
+    statistic = over_restarts(per_restart)
     fired = [int(t) for t, r in zip(classes, statistic, strict=True) if r >= min_rate]
     rule = (
         f"uniform noise blended at alpha in {', '.join(f'{a:g}' for a in alphas)} sends >= "
