@@ -67,7 +67,7 @@ def test_class_shards_merge_into_the_unsharded_search(tmp_path):
     split = sharded_search(payload, x, y, [2, 0, 1], options, 7, "cpu", None, Slots(2))
     assert split.classes_.tolist() == [2, 0, 1]
     assert split.n_steps_ == whole.n_steps_
-    for name in ("masks_", "pressure_", "canvases_", "binary_masks_", "loss_history_", "mask_l1_"):
+    for name in ("masks_", "pressure_", "canvases_", "binary_masks_", "loss_history_"):
         np.testing.assert_array_equal(getattr(split, name), getattr(whole, name), err_msg=name)
 
 

@@ -66,7 +66,7 @@ class PatternsResult:
     curve: np.ndarray  # (V, T, len(k_grid)) predictive power against pattern size
     k90: np.ndarray  # (V, T) pattern size reaching 90 % predictive power; NaN if none
     k50: np.ndarray  # (V, T) the same for 50 %
-    mask_l1: np.ndarray  # (V, T) ||m||_1 / (H*W) of the continuous mask, over the last pass
+    mask_l1: np.ndarray  # (V, T) ||m||_1 / (H*W) of the continuous mask
     shapes: list[list[ShapeStats]]  # [canvas][class], of the top-k pattern
     core_shapes: list[list[ShapeStats]]  # [canvas][class], of the top CORE_K pixels
     verdict: BackdoorVerdict
@@ -295,9 +295,11 @@ def restart_evidence(
     y_eval: np.ndarray,
 ) -> RestartEvidence:
     """What the verdict needs from one fitted search: mask L1s, noise-blend and warp rates."""
+    h, w = search.masks_.shape[-2:]
     noise = NoiseBlendResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
     warp = WarpResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
-    return RestartEvidence(int(search.seed), search.mask_l1_, noise.rate_, warp.rate_)
+    mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
+    return RestartEvidence(int(search.seed), mask_l1, noise.rate_, warp.rate_)
 
 
 def measure(
@@ -339,6 +341,8 @@ def measure(
     power = np.stack([overall_power(tab, y_eval, classes) for tab in table])
     k90 = np.stack([k_at_power(c, k_grid, 0.9) for c in curve])
     k50 = np.stack([k_at_power(c, k_grid, 0.5) for c in curve])
+    h, w = search.masks_.shape[-2:]
+    mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
     shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in search.binary_masks_]
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
@@ -379,7 +383,7 @@ def measure(
         curve=curve,
         k90=k90,
         k50=k50,
-        mask_l1=search.mask_l1_,
+        mask_l1=mask_l1,
         shapes=shapes,
         core_shapes=core_shapes,
         pressure=search.pressure_,

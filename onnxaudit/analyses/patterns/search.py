@@ -88,21 +88,6 @@ def search_batches(
     return schedule, steps
 
 
-def tail_window(y: np.ndarray, classes: Sequence[int], batch: int, steps: np.ndarray) -> np.ndarray:
-    """(T,) how many final steps of each class the mask L1 is averaged over: its last pass over
-    its other-class images (all its steps when it makes fewer).
-
-    Signed steps of a fixed size never settle: with batches of a few images the final mask's
-    L1 jitters by a step per pixel from one batch to the next. Averaging the iterates of the
-    last pass (Polyak-Ruppert tail averaging) keeps the level and removes most of the jitter,
-    at no cost (on vgg-badnets' target, 5 searches of the same images: standard deviation of
-    the self-excess 0.36 from the final masks, 0.16 from the averaged L1). The masks themselves
-    (patterns, figures) stay the final ones.
-    """
-    per_pass = np.array([int((y != t).sum()) // batch for t in classes])
-    return np.maximum(np.minimum(per_pass, steps), 1)
-
-
 def target_classes(y: np.ndarray, classes: Sequence[int] | None) -> np.ndarray:
     """The classes to search, in order: `classes`, or every class present in `y`."""
     present = np.unique(y)
@@ -239,8 +224,6 @@ class ClassPatternSearch:
 
         schedule, steps = search_batches(y, self.classes_, batch, self.epochs, self.seed)
         self.n_steps_ = len(schedule)
-        tail = tail_window(y, self.classes_, batch, steps)
-        l1_sum = np.zeros((n_canvas, n_class))
         targets = np.repeat(np.tile(self.classes_, n_canvas), batch)
         reg = self.beta / (h * w / 2)
         self.loss_history_ = np.empty((self.n_steps_, n_canvas, n_class), dtype=np.float32)
@@ -261,21 +244,17 @@ class ClassPatternSearch:
                 canvases[learned] = np.where(moving[..., None], moved, canvases[learned])
             moved = np.clip(masks - self.step * np.sign(grad_m), 0.0, 1.0)
             masks = np.where(moving, moved, masks).astype(np.float32)
-            in_tail = (it >= steps - tail) & active
-            l1_sum[:, in_tail] += masks[:, in_tail].sum(axis=(2, 3))
             if self.progress is not None:
                 self.progress(it + 1, self.n_steps_)
 
-        return self.finish(masks, pressure, canvases, l1_sum / tail / (h * w))
+        return self.finish(masks, pressure, canvases)
 
     def finish(
-        self, masks: np.ndarray, pressure: np.ndarray, canvases: np.ndarray, mask_l1: np.ndarray
+        self, masks: np.ndarray, pressure: np.ndarray, canvases: np.ndarray
     ) -> ClassPatternSearch:
-        """Keep the searched (V, T, ...) masks, pressure and canvases, the (V, T) tail-averaged
-        mask L1 and the top-k patterns (also how class shards searched apart are put back
-        together)."""
+        """Keep the searched (V, T, ...) masks, pressure and canvases and their top-k patterns
+        (also how class shards searched apart are put back together)."""
         self.masks_ = masks
-        self.mask_l1_ = mask_l1
         self.pressure_ = pressure  # summed -d loss/d m: ranks pixels the mask saturates alike
         self.canvases_ = canvases
         self.binary_masks_ = top_k_mask(masks, self.k, pressure)

@@ -28,7 +28,6 @@ class SearchShard:
     masks: np.ndarray
     pressure: np.ndarray
     canvases: np.ndarray
-    mask_l1: np.ndarray  # (V, T-in-shard) tail-averaged
     loss_history: np.ndarray  # (steps of this shard, V, T)
     canvas_labels: list[str]
     search_accuracy: float
@@ -60,7 +59,6 @@ def search_shard(
         masks=search.masks_,
         pressure=search.pressure_,
         canvases=search.canvases_,
-        mask_l1=search.mask_l1_,
         loss_history=search.loss_history_,
         canvas_labels=search.canvas_labels_,
         search_accuracy=search.search_accuracy_,
@@ -140,7 +138,6 @@ def merge_shards(
         np.concatenate([p.masks for p in parts], axis=1),
         np.concatenate([p.pressure for p in parts], axis=1),
         np.concatenate([p.canvases for p in parts], axis=1),
-        np.concatenate([p.mask_l1 for p in parts], axis=1),
     )
 
 
