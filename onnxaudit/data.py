@@ -31,12 +31,23 @@ class Dataset:
     array: np.ndarray | None = None
     files: list[Path] | None = None
     class_order: str = "as stored"  # class folders: "numeric" or "alphabetical"
-    # the images of the source a `subset` left out: where an analysis that repeats itself on
-    # fresh images (the backdoor verdict's restarts) draws them from; None when nothing is left
-    rest: Dataset | None = field(default=None, repr=False, compare=False)
+    # the images of `_source` a `subset` left out (indices into it): where an analysis that
+    # repeats itself on fresh images (the backdoor verdict's restarts) draws them from. Kept as
+    # indices, not copied: an in-memory data set's subset would otherwise copy all but its few
+    # images (a 50 000-image 224 x 224 array: 7.5 GB) whether anything reads them or not.
+    _source: Dataset | None = field(default=None, repr=False, compare=False)
+    _left: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def rest(self) -> Dataset | None:
+        """The images of the source the `subset` that made this data set left out; None for a
+        data set built whole, or when nothing was left."""
+        if self._source is None or self._left is None or not len(self._left):
+            return None
+        return self._source.take(self._left)
 
     def subset(self, per_class: int | None, seed: int = 0) -> Dataset:
         """A deterministic stratified subset: up to `per_class` images of each class, in data
@@ -46,30 +57,35 @@ class Dataset:
         if per_class < 1:
             raise AuditError(f"--per-class must be at least 1, got {per_class}")
         wanted = {int(c): per_class for c in np.unique(self.labels)}
-        return self._draw(wanted, seed)
+        return self._draw(wanted, seed, np.arange(len(self)))
 
     def fresh_subset(self, seed: int | np.random.SeedSequence) -> Dataset | None:
         """As many images of each class as this data set has, drawn from its `rest` (so disjoint
         from it), or None when the rest has fewer of some class."""
-        if self.rest is None:
+        if self._source is None or self._left is None:
             return None
         labels, counts = np.unique(self.labels, return_counts=True)
-        spare = np.array([np.count_nonzero(self.rest.labels == c) for c in labels])
+        spare_labels = self._source.labels[self._left]
+        spare = np.array([np.count_nonzero(spare_labels == c) for c in labels])
         if np.any(spare < counts):
             return None
-        return self.rest._draw(dict(zip(labels.tolist(), counts.tolist(), strict=True)), seed)
+        wanted = dict(zip(labels.tolist(), counts.tolist(), strict=True))
+        return self._source._draw(wanted, seed, self._left)
 
-    def _draw(self, wanted: dict[int, int], seed: int | np.random.SeedSequence) -> Dataset:
-        """Up to wanted[c] images of each class c, seeded, in data order; the others as rest."""
+    def _draw(
+        self, wanted: dict[int, int], seed: int | np.random.SeedSequence, among: np.ndarray
+    ) -> Dataset:
+        """Up to wanted[c] images of each class c from the images `among` (sorted indices),
+        seeded, in data order; the others of `among` as its rest."""
         rng = np.random.default_rng(seed)
+        labels = self.labels[among]
         chosen = []
         for c, n in wanted.items():
-            members = np.flatnonzero(self.labels == c)
+            members = among[labels == c]
             chosen.append(rng.choice(members, size=min(n, len(members)), replace=False))
         kept = np.sort(np.concatenate(chosen))
         part = self.take(kept)
-        left = np.setdiff1d(np.arange(len(self)), kept)
-        part.rest = self.take(left) if len(left) else None
+        part._source, part._left = self, np.setdiff1d(among, kept)
         return part
 
     def take(self, indices: np.ndarray) -> Dataset:

@@ -85,6 +85,7 @@ def test_a_subset_keeps_its_rest_and_fresh_subsets_are_disjoint(tmp_path):
     assert len(part.rest) == 9 and np.bincount(part.rest.labels).tolist() == [3, 3, 3]
     fresh = part.fresh_subset(seed=5)
     assert np.bincount(fresh.labels).tolist() == [1, 1, 1] and len(fresh.rest) == 6
+    assert part._source is data and fresh._source is data  # indices into the source, no copies
     seen = {a.tobytes() for a in part.array}
     assert not seen & {a.tobytes() for a in fresh.array}  # X's images are all distinct
     np.testing.assert_array_equal(part.fresh_subset(seed=5).array, fresh.array)  # seeded
