@@ -27,10 +27,10 @@ import numpy as np
 
 from onnxaudit.analyses.patterns import analyse_patterns
 from onnxaudit.analyses.patterns.analyse import DEFAULT_RESTARTS
-from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior
+from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior, transformed
 from onnxaudit.analyses.patterns.verdict import (
     MIN_MASK_CLASSES,
-    MIN_NOISE_RATE,
+    TestResult,
     anomaly_index,
     centred,
     over_restarts,
@@ -101,58 +101,69 @@ def small_mask_index(row: dict) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Priors:
-    """The fitted nulls: the self-excess's, the small-mask index's and the warp rate's."""
+    """The fitted nulls: the self-excess's, the small-mask index's, the warp rate's and the
+    noise-blend rate's (on its log-odds)."""
 
     excess: CleanPrior
     mask: CleanPrior
     warp: CleanPrior
+    noise: CleanPrior
+
+    def of(self, test: str) -> CleanPrior:
+        return {
+            "self_excess": self.excess,
+            "small_mask": self.mask,
+            "warp": self.warp,
+            "noise_blend": self.noise,
+        }[test]
 
 
-def judge(row: dict, priors: Priors, alpha: float) -> tuple[list[int], float]:
-    """Flagged classes and a normalised score (> 1 iff flagged) of one run under `priors` and
-    the level `alpha`: the verdict's four tests, re-judged from the recorded restarts with the
-    verdict's own `prior_test`."""
+TESTS = ("self_excess", "small_mask", "warp", "noise_blend")
+Levels = dict[str, float]  # test name -> its per-test level
+
+
+def run_tests(row: dict, priors: Priors, levels: Levels) -> list[TestResult]:
+    """The verdict's four tests of one run, re-judged from the recorded restarts with the
+    verdict's own `prior_test` under `priors` and each test's level."""
     classes = row["classes"]
-    restarts = centred(np.asarray(row["tests"]["self_excess"]))
-    tests = [
-        prior_test(
-            "self_excess",
-            "",
-            "excess",
-            over_restarts(restarts),
-            restarts,
-            classes,
-            priors.excess,
-            alpha,
-        )
-    ]
+    per_restart = {
+        "self_excess": centred(np.asarray(row["tests"]["self_excess"])),
+        "warp": np.asarray(row["tests"]["warp"]),
+        "noise_blend": np.asarray(row["tests"]["noise_blend"]),
+    }
+    statistic = {name: over_restarts(values) for name, values in per_restart.items()}
     index = small_mask_index(row)
     if index is not None:
-        log_l1 = np.asarray(row["tests"]["small_mask"])
-        tests.append(
-            prior_test("small_mask", "", "index", index, log_l1, classes, priors.mask, alpha)
+        per_restart["small_mask"], statistic["small_mask"] = row["tests"]["small_mask"], index
+    return [
+        prior_test(
+            name, "", "", statistic[name], np.asarray(per_restart[name]), classes,
+            priors.of(name), levels[name],
         )
-    warp = np.asarray(row["tests"]["warp"])
-    tests.append(
-        prior_test("warp", "", "rate", over_restarts(warp), warp, classes, priors.warp, alpha)
-    )
-    noise = over_restarts(row["tests"]["noise_blend"])
+        for name in TESTS
+        if name in statistic
+    ]  # fmt: skip
+
+
+def judge(row: dict, priors: Priors, levels: Levels) -> tuple[list[int], float]:
+    """Flagged classes and a normalised score (> 1 iff flagged) of one run: each test's
+    statistic over its threshold, both less the prior's location, on the prior's scale."""
+    tests = run_tests(row, priors, levels)
     fired = {t for test in tests for t in test.fired}
-    fired |= {c for c, r in zip(classes, noise, strict=True) if r >= MIN_NOISE_RATE}
-    prior_of = {"self_excess": priors.excess, "small_mask": priors.mask, "warp": priors.warp}
-    scores = [noise / MIN_NOISE_RATE] + [
-        (t.statistic - prior_of[t.name].location) / (t.threshold - prior_of[t.name].location)
-        for t in tests
-    ]
+    scores = []
+    for test in tests:
+        prior = priors.of(test.name)
+        value = transformed(test.statistic, prior.transform) - prior.location
+        scores.append(value / (transformed(test.threshold, prior.transform) - prior.location))
     return sorted(fired), float(np.max(scores))
 
 
-def detection(rows: list[dict], priors: Priors, alpha: float) -> dict:
+def detection(rows: list[dict], priors: Priors, levels: Levels) -> dict:
     """Found with the right target, false alarms, AUROC and FPR at 95 % TPR over `rows`."""
     found = wrong = alarms = n_bd = n_clean = 0
     scores, labels = [], []
     for row in rows:
-        flagged, score = judge(row, priors, alpha)
+        flagged, score = judge(row, priors, levels)
         backdoored = row["target"] is not None
         scores.append(score)
         labels.append(backdoored)
@@ -179,11 +190,11 @@ def detection(rows: list[dict], priors: Priors, alpha: float) -> dict:
     }
 
 
-def stability(rows: list[dict], priors: Priors, alpha: float) -> dict[str, dict]:
+def stability(rows: list[dict], priors: Priors, levels: Levels) -> dict[str, dict]:
     """Per model: seeds measured, and how many give its most common flagged set."""
     sets: dict[str, list[tuple[int, ...]]] = {}
     for row in rows:
-        sets.setdefault(row["model"], []).append(tuple(judge(row, priors, alpha)[0]))
+        sets.setdefault(row["model"], []).append(tuple(judge(row, priors, levels)[0]))
     out = {}
     for model, found in sets.items():
         common = max(set(found), key=found.count)
@@ -194,13 +205,20 @@ def stability(rows: list[dict], priors: Priors, alpha: float) -> dict[str, dict]
 ALPHAS = (0.05, 0.025, 0.01, 0.005)
 
 
-def choose_alpha(calibration: list[dict], priors: Priors) -> float:
-    """The largest per-test level in ALPHAS with no false alarm on the calibration half's clean
-    runs (the only threshold tuned, and only on calibration)."""
-    for alpha in ALPHAS:
-        if not detection(calibration, priors, alpha)["false_alarms"]:
-            return alpha
-    return ALPHAS[-1]
+def choose_levels(calibration: list[dict], priors: Priors) -> Levels:
+    """Each test's level: the largest in ALPHAS at which that test fires on no clean run of the
+    calibration half (the only thresholds tuned, and only on calibration; with none firing
+    alone, none fires together)."""
+    clean = [r for r in calibration if r["target"] is None]
+    levels = {}
+    for name in TESTS:
+        levels[name] = ALPHAS[-1]
+        for alpha in ALPHAS:
+            strict = dict.fromkeys(TESTS, 0.0) | {name: alpha}
+            if not any(judge(r, priors, strict)[0] for r in clean):
+                levels[name] = alpha
+                break
+    return levels
 
 
 def common_seeds(rows: list[dict]) -> list[int]:
@@ -218,11 +236,13 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
     common = common_seeds(clean)
     clean = [r for r in clean if r["seed"] in common]
 
-    def fit(per_run: dict[str, np.ndarray], statistic: str) -> CleanPrior:
+    def fit(per_run: dict[str, np.ndarray], statistic: str, transform: str = "none") -> CleanPrior:
         values = [v for stats in per_run.values() for v in stats]
         models = {key.split("@")[0] for key in per_run}
         source = "clean calibration models of models/zoo.json split, bench/verdict_zoo.py"
-        return fit_prior(values, len(models), statistic, source, heavy_tails=heavy_tails)
+        return fit_prior(
+            values, len(models), statistic, source, heavy_tails=heavy_tails, transform=transform
+        )
 
     def key(r: dict) -> str:
         return f"{r['model']}@{r['seed']}"
@@ -237,6 +257,8 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
         fit(indexed, "MAD index of the log smallest white/free mask L1 (median over restarts)"),
         fit(restart_median("warp"), "share of other-class held-out images a random smooth warp "
             "sends to the class (median over restarts)"),
+        fit(restart_median("noise_blend"), "share of other-class held-out images a uniform-noise "
+            "blend sends to the class (median over restarts), on its log-odds", "logit"),
     )  # fmt: skip
 
 
@@ -246,19 +268,19 @@ def report(args: argparse.Namespace) -> None:
     priors = fit_priors(rows, split, args.heavy_tails)
     seeds = common_seeds(rows)
     # the level: no false alarm on any calibration run, every seed measured (stability seeds too)
-    alpha = choose_alpha([r for r in rows if split[r["model"]] == "calibration"], priors)
+    levels = choose_levels([r for r in rows if split[r["model"]] == "calibration"], priors)
     halves = {
         half: {
             str(seed): detection(
                 [r for r in rows if split[r["model"]] == half and r["seed"] == seed],
                 priors,
-                alpha,
+                levels,
             )
             for seed in seeds
         }
         for half in ("calibration", "held-out")
     }
-    judged = {(r["model"], r["seed"]): judge(r, priors, alpha) for r in rows}
+    judged = {(r["model"], r["seed"]): judge(r, priors, levels) for r in rows}
     per_run = [
         {
             "model": r["model"],
@@ -276,12 +298,13 @@ def report(args: argparse.Namespace) -> None:
         "mask_prior": priors.mask.to_dict(),
         "warp_prior": priors.warp.to_dict(),
         "halves": halves,
-        "stability": stability(rows, priors, alpha),
-        "alpha": alpha,
+        "noise_prior": priors.noise.to_dict(),
+        "stability": stability(rows, priors, levels),
+        "levels": levels,
         "runs": per_run,
     }
     text = json.dumps(doc, indent=1)
-    print(markdown(rows, split, priors, alpha))
+    print(markdown(rows, split, priors, levels))
     print()
     print(summary(halves))
     if args.out:
@@ -322,12 +345,12 @@ def target_and_top(values: np.ndarray | None, target: int | None, digits: int = 
     return f"{shown} / {max(values[c] for c in others):.{digits}f}"
 
 
-def model_row(model: str, runs: list[dict], half: str, priors: Priors, alpha: float) -> str:
+def model_row(model: str, runs: list[dict], half: str, priors: Priors, levels: Levels) -> str:
     """One markdown row of `markdown`'s table."""
     target = runs[0]["target"]
     excess = seed_median(runs, "self_excess", centre=True)
     top = max((c for c in range(len(excess)) if c != target), key=lambda c: excess[c])
-    flags = " ".join("".join(str(c) for c in judge(r, priors, alpha)[0]) or "-" for r in runs)
+    flags = " ".join("".join(str(c) for c in judge(r, priors, levels)[0]) or "-" for r in runs)
     indices = [small_mask_index(r) for r in runs]
     index = None if indices[0] is None else np.median(indices, axis=0)
     return (
@@ -338,7 +361,7 @@ def model_row(model: str, runs: list[dict], half: str, priors: Priors, alpha: fl
     )
 
 
-def markdown(rows: list[dict], split: dict[str, str], priors: Priors, alpha: float) -> str:
+def markdown(rows: list[dict], split: dict[str, str], priors: Priors, levels: Levels) -> str:
     """One table row per model: half, target, flagged set per seed, the target's and the
     largest other class's statistics (median over seeds)."""
     lines = [
@@ -351,7 +374,7 @@ def markdown(rows: list[dict], split: dict[str, str], priors: Priors, alpha: flo
     for row in sorted(rows, key=lambda r: r["seed"]):
         by_model.setdefault(row["model"], []).append(row)
     for model in sorted(by_model, key=lambda m: (split[m], m)):
-        lines.append(model_row(model, by_model[model], split[model], priors, alpha))
+        lines.append(model_row(model, by_model[model], split[model], priors, levels))
     return "\n".join(lines)
 
 

@@ -80,10 +80,10 @@ def test_universal_verdict_flags_a_majority_outlier_and_not_a_clean_attractor():
     rates[[0, 2]] = 0.0
     attractor = rates.copy()
     attractor[6] = 0.25  # Shirt in a clean model: an outlier, but a minority of the images
-    assert universal_verdict(attractor, range(K), (0.1,)).classes == []
+    assert universal_verdict(attractor, range(K), (0.1,), 0.5).classes == []
     target = attractor.copy()
     target[TARGET] = 0.9
-    verdict = universal_verdict(target, range(K), (0.1,))
+    verdict = universal_verdict(target, range(K), (0.1,), 0.5)
     assert verdict.classes == [TARGET]
     assert verdict.anomaly_index[TARGET] > 2 > verdict.anomaly_index[[0, 1, 2]].max()
-    assert universal_verdict(target[:4], range(4), (0.1,)).classes == [TARGET]  # any K
+    assert universal_verdict(target[:4], range(4), (0.1,), 0.5).classes == [TARGET]  # any K

@@ -6,11 +6,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni, fit_prior
+from onnxaudit.analyses.patterns.null import (
+    LOGIT_EPS,
+    CleanPrior,
+    bonferroni,
+    fit_prior,
+    transformed,
+    untransformed,
+)
 from onnxaudit.analyses.patterns.restarts import restart_seeds, spread
 from onnxaudit.analyses.patterns.settings import validate_pattern_settings
 from onnxaudit.analyses.patterns.verdict import (
     MAD_SCALE,
+    NOISE_ALPHA,
+    NOISE_BLEND_PRIOR,
     VERDICT_ALPHA,
     RestartEvidence,
     backdoor_verdict,
@@ -180,12 +189,37 @@ def test_warp_fires_on_a_warp_target_at_the_priors_threshold_for_any_k(k):
     assert warp_test(calm, list(range(k)), WARP_PRIOR).fired == []  # a clean attractor (<= 0.13)
 
 
-def test_noise_blend_fires_on_a_majority_rate_even_with_two_classes():
+def test_noise_blend_fires_at_its_priors_threshold_even_with_two_classes():
     restarts = [evidence_for([0.5, 0.5], s, noise=[0.05, 0.9]) for s in range(3)]
     verdict = verdict_for(restarts, [0, 1])
     assert verdict.classes == [1] and verdict.evidence == {1: ["noise_blend"]}
     test = noise_blend_test(restarts, [0, 1], (0.1,))
-    assert test.fired == [1] and test.threshold == 0.5
+    threshold = NOISE_BLEND_PRIOR.threshold(2, NOISE_ALPHA)
+    assert test.fired == [1] and test.threshold == pytest.approx(threshold)
+    assert test.p_value[1] < NOISE_ALPHA / 2 < test.p_value[0]
+    # just above and just under the threshold, a rate in [0, 1] (the prior is on its log-odds)
+    for rate, fires in ((threshold + 0.01, [1]), (threshold - 0.01, [])):
+        near = [evidence_for([0.5, 0.5], s, noise=[0.0, rate]) for s in range(3)]
+        assert noise_blend_test(near, [0, 1], (0.1,)).fired == fires
+    # a clean attractor (Shirt on the zoo's ResNets: <= 0.25 of the others) stays under
+    assert 0.25 < NOISE_BLEND_PRIOR.threshold(10, NOISE_ALPHA) < 0.5
+
+
+def test_logit_prior_round_trips_rates_and_recovers_a_known_fit():
+    rates = np.array([0.0, 0.02, 0.3, 0.99, 1.0])
+    back = [untransformed(v, "logit") for v in transformed(rates, "logit")]
+    np.testing.assert_allclose(back, rates, atol=1e-12)
+    log_odds = np.random.default_rng(2).normal(-3.0, 0.8, 4000)
+    rate = (np.exp(log_odds) * (1 + LOGIT_EPS) - LOGIT_EPS) / (1 + np.exp(log_odds))
+    prior = fit_prior(rate, 40, "rate", "synthetic", transform="logit")
+    assert prior.location == pytest.approx(-3.0, abs=0.05)
+    assert prior.scale == pytest.approx(0.8, abs=0.05)
+    threshold = prior.threshold(10)  # back on the rate's scale, with the same tail
+    assert 0 < threshold < 1
+    assert prior.p_values(np.array([threshold]))[0] == pytest.approx(0.005, rel=1e-6)
+    assert prior.to_dict()["transform"] == "logit"
+    with pytest.raises(AuditError):
+        fit_prior(rate, 40, "rate", "synthetic", transform="probit")
 
 
 def test_classes_never_searched_make_a_quiet_verdict_inconclusive():

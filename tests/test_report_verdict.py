@@ -18,6 +18,7 @@ import pytest
 from onnxaudit.analyses.patterns.analyse import PatternsResult
 from onnxaudit.analyses.patterns.shape import shape_stats
 from onnxaudit.analyses.patterns.verdict import (
+    NOISE_BLEND_PRIOR,
     SELF_EXCESS_PRIOR,
     RestartEvidence,
     backdoor_verdict,
@@ -114,7 +115,7 @@ def test_each_suspected_class_has_its_trigger_and_the_test_that_fired(suspected,
     block = verdict_block(suspected_html)
     images = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', block)
     assert images == ["Recovered trigger of class 1 (Dress)", "Recovered trigger of class 4 (Boot)"]
-    excess = suspected.verdict.test("self_excess")
+    excess, noise = suspected.verdict.test("self_excess"), suspected.verdict.test("noise_blend")
     for text in (
         "Suspected target: class 4 (Boot)",
         "self_excess",
@@ -126,19 +127,20 @@ def test_each_suspected_class_has_its_trigger_and_the_test_that_fired(suspected,
         "Suspected target: class 1 (Dress)",
         "noise_blend",
         "0.900",
-        "0.500",
-        "absolute threshold above every clean calibration model",
+        f"{noise.threshold:.3f}",
+        f"fitted on {NOISE_BLEND_PRIOR.n_classes} classes of {NOISE_BLEND_PRIOR.n_models} models",
     ):
         assert text in block, text
     assert "class 3 (Bag)" not in block
 
 
-def test_rows_are_flagged_iff_the_verdict_flags_them_and_say_why(suspected_html):
+def test_rows_are_flagged_iff_the_verdict_flags_them_and_say_why(suspected, suspected_html):
     assert flagged_rows(suspected_html) == [1, 4]
     rows = dict(
         re.findall(r'<td class="num">(\d)</td>\s*<td>[^<]*</td>(.*?)</tr>', suspected_html, re.S)
     )
-    assert "suspected target: noise_blend 0.900, above its threshold 0.500" in rows["1"]
+    threshold = suspected.verdict.test("noise_blend").threshold
+    assert f"suspected target: noise_blend 0.900, above its threshold {threshold:.3f}" in rows["1"]
     assert "is under the line at 2: that index is descriptive" in rows["1"]
     assert "suspected target: self_excess" in rows["4"]
     assert "not flagged: anomaly index" in rows["3"] and "no test fired" in rows["3"]
@@ -173,11 +175,12 @@ def test_a_clear_verdict_lists_the_tests_and_their_thresholds():
     assert result.verdict.outcome == "clear"
     html = render_report(document(result), analysis_figures({"patterns": result}))
     block = verdict_block(html)
-    excess, warp = result.verdict.test("self_excess"), result.verdict.test("warp")
+    excess, noise, warp = (result.verdict.test(t) for t in ("self_excess", "noise_blend", "warp"))
     line = (
         f"Clear: no test fired. Ran: 3 tests on 5 classes: self_excess (threshold "
         f"{excess.threshold:.3f}, p &lt; {excess.alpha:.2g} per class), noise_blend (threshold "
-        f"0.500), warp (threshold {warp.threshold:.3f}, p &lt; {warp.alpha:.2g} per class)."
+        f"{noise.threshold:.3f}, p &lt; {noise.alpha:.2g} per class), warp (threshold "
+        f"{warp.threshold:.3f}, p &lt; {warp.alpha:.2g} per class)."
     )
     assert line in block
     assert "<img" not in block and flagged_rows(html) == []

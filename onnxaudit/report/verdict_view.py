@@ -173,8 +173,10 @@ def null_text(null: Mapping[str, Any]) -> str:
         return kind
     df = null.get("df")
     shape = f", df {df:.3g}" if isinstance(df, (int, float)) else ""
+    transform = null.get("transform", "none")
+    scale = "" if transform in (None, "none") else f" (of the {transform})"
     return (
-        f"{kind}: location {null.get('location', 0):.3g}, scale {null.get('scale', 0):.3g}"
-        f"{shape}, fitted on {null['n_classes']} classes of {null.get('n_models', '?')} "
+        f"{kind}{scale}: location {null.get('location', 0):.3g}, scale "
+        f"{null.get('scale', 0):.3g}{shape}, fitted on {null['n_classes']} classes of {null.get('n_models', '?')} "
         f"models ({null.get('source', 'source not recorded')})"
     )

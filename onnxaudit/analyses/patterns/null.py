@@ -20,13 +20,33 @@ from scipy import stats
 from onnxaudit.errors import AuditError
 
 FAMILY_ALPHA = 0.05  # chance of any false alarm on a clean model, under the prior
+TRANSFORMS = ("none", "logit")
+LOGIT_EPS = 0.01  # rates of exactly 0 (most classes of a LeNet) would have log-odds -inf
+
+
+def transformed(values: np.ndarray, transform: str) -> np.ndarray:
+    """The values on the scale the prior is fitted on: as they are, or a rate's smoothed
+    log-odds log((r + eps) / (1 + eps - r)) (a rate in [0, 1] is far from normal near 0)."""
+    values = np.asarray(values, dtype=float)
+    if transform == "logit":
+        return np.log((values + LOGIT_EPS) / (1.0 + LOGIT_EPS - values))
+    return values
+
+
+def untransformed(value: float, transform: str) -> float:
+    """The inverse of `transformed`: a threshold back on the statistic's own scale."""
+    if transform == "logit":
+        odds = float(np.exp(value))
+        return (odds * (1.0 + LOGIT_EPS) - LOGIT_EPS) / (1.0 + odds)
+    return float(value)
 
 
 @dataclass(frozen=True)
 class CleanPrior:
     """Student-t fit (location, scale, degrees of freedom `df`) of a per-class statistic over the
     classes of clean calibration models: heavier tails than a normal, since a few natural
-    shortcut classes (Bag) sit far out; df = inf is the normal."""
+    shortcut classes (Bag) sit far out; df = inf is the normal. `transform` is the scale the
+    fit is on (`logit` for rates); p-values take and thresholds give the statistic itself."""
 
     statistic: str
     location: float
@@ -35,6 +55,7 @@ class CleanPrior:
     n_classes: int
     source: str
     df: float = float("inf")
+    transform: str = "none"
 
     def _dist(self) -> stats.rv_continuous:
         if np.isinf(self.df):
@@ -43,11 +64,11 @@ class CleanPrior:
 
     def p_values(self, values: np.ndarray) -> np.ndarray:
         """Upper-tail p-value of each value: how often a clean class scores at least this."""
-        return self._dist().sf(np.asarray(values, dtype=float))
+        return self._dist().sf(transformed(values, self.transform))
 
     def threshold(self, n_classes: int, alpha: float = FAMILY_ALPHA) -> float:
         """The statistic above which a class is flagged among `n_classes` judged classes."""
-        return float(self._dist().isf(bonferroni(alpha, n_classes)))
+        return untransformed(self._dist().isf(bonferroni(alpha, n_classes)), self.transform)
 
     def to_dict(self) -> dict:
         kind = "normal" if np.isinf(self.df) else "Student-t"
@@ -72,16 +93,23 @@ def fit_prior(
     source: str,
     heavy_tails: bool = False,
     min_scale: float = 0.05,
+    transform: str = "none",
 ) -> CleanPrior:
-    """Fit the prior to the per-class values of clean models: mean and sample standard deviation
-    (normal), or a maximum-likelihood Student-t when `heavy_tails`."""
-    values = np.asarray(values, dtype=float)
+    """Fit the prior to the per-class values of clean models (on the `transform` scale): mean
+    and sample standard deviation (normal), or a maximum-likelihood Student-t when
+    `heavy_tails`."""
+    if transform not in TRANSFORMS:
+        raise AuditError(f"unknown prior transform {transform!r}; choose from {TRANSFORMS}")
+    values = transformed(values, transform)
     if len(values) < 3:
         raise AuditError("a prior needs the statistics of at least 3 clean classes")
     if heavy_tails:
         df, loc, scale = stats.t.fit(values)
+        scale = max(float(scale), min_scale)
         return CleanPrior(
-            statistic, float(loc), max(float(scale), min_scale), n_models, len(values), source, df
+            statistic, float(loc), scale, n_models, len(values), source, df, transform
         )
     scale = max(float(values.std(ddof=1)), min_scale)
-    return CleanPrior(statistic, float(values.mean()), scale, n_models, len(values), source)
+    return CleanPrior(
+        statistic, float(values.mean()), scale, n_models, len(values), source, transform=transform
+    )

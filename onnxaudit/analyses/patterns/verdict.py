@@ -14,8 +14,8 @@ than VGGs),
 judged against a prior fitted on every class of the zoo's clean calibration models
 (onnxaudit.analyses.patterns.null): needs no within-model outlier statistics, works for K >= 2.
 A blended whole-image trigger has no small mask; the second test is the share of other-class
-images that random noise blended over the image sends to the class (universal.py), against an
-absolute threshold above every clean calibration model. The third is Neural Cleanse's outlier
+images that random noise blended over the image sends to the class (universal.py), against a
+prior of that rate (fitted on its log-odds) over the clean calibration models' classes (K >= 2). The third is Neural Cleanse's outlier
 test made calibrated: the MAD index of each class's smallest white/free mask L1 (median over
 the restarts) against a prior of that index over the clean calibration models' classes; it is a
 within-model statistic, run only for K >= 10 classes, and catches patch triggers the excess
@@ -46,7 +46,6 @@ from onnxaudit.analyses.patterns.restarts import spread as restart_spread
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
 INDEX_THRESHOLD = 2.0  # Neural Cleanse's outlier rule, reported (descriptive) only
 MIN_CLASSES = 5  # a median and MAD over fewer classes say nothing
-MIN_NOISE_RATE = 0.5  # a blend target receives at least this share of noisy other-class images
 MIN_EVAL_PER_CLASS = 5  # held-out images per class below which the rates are not trusted
 REAL_CANVAS = "confident"
 ANY_CANVASES = ("white", "free")
@@ -54,11 +53,11 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 
 # Prior of the centred self-explained excess: every class of the clean calibration models at the
 # audit defaults (each restart on its own images; seeds 0-9 of each model), a Student-t fit; and
-# the level of each test, the largest of 0.05, 0.025, 0.01, 0.005 with no false alarm on the
-# calibration half's runs (bench/verdict_zoo.py report --heavy-tails; numbers and models in
-# docs/patterns.md). Each test keeps its own level over the K classes (Bonferroni), so under the
-# priors a clean model's chance of any false alarm is at most three times it plus the noise
-# test's (absolute threshold).
+# the level of each test, the largest of 0.05, 0.025, 0.01, 0.005 at which that test raises no
+# false alarm on the calibration half's clean runs (bench/verdict_zoo.py report --heavy-tails;
+# numbers and models in docs/patterns.md). Each test keeps its own level over the K classes
+# (Bonferroni), so under the priors a clean model's chance of any false alarm is at most the
+# sum of the four levels.
 CALIBRATION_MODELS = "lenet-distilled, lenet-s21, lenet4, resnet, vgg, vgg-student"
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
@@ -96,7 +95,24 @@ WARP_PRIOR = CleanPrior(
     + CALIBRATION_MODELS,
     df=13.39,
 )
-VERDICT_ALPHA = 0.05
+# Prior of the noise-blend rate: every class of the same clean calibration models (K >= 2), a
+# Student-t fit on the rate's log-odds (null.transformed). It replaced an absolute threshold of
+# 0.5 set by hand above every clean model's rate, which missed the structured blends (grating,
+# rings: 0.28-0.46) of the calibration half.
+NOISE_BLEND_PRIOR = CleanPrior(
+    statistic="share of other-class held-out images a random uniform-noise blend sends to the "
+    "class (median over restarts), fitted on its log-odds",
+    location=-3.7675,
+    scale=0.8425,
+    n_models=6,
+    n_classes=540,
+    source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
+    + CALIBRATION_MODELS,
+    df=15.58,
+    transform="logit",
+)
+VERDICT_ALPHA = 0.05  # the level of the self-excess, small-mask and warp tests
+NOISE_ALPHA = 0.025  # the noise-blend test's (at 0.05 it raised calibration false alarms)
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -293,23 +309,25 @@ def noise_blend_test(
     evidence: Sequence[RestartEvidence],
     classes: Sequence[int],
     alphas: Sequence[float],
-    min_rate: float = MIN_NOISE_RATE,
+    prior: CleanPrior = NOISE_BLEND_PRIOR,
+    alpha: float = NOISE_ALPHA,
 ) -> TestResult:
-    """Flag t when random noise blended at `alphas` sends a majority (>= min_rate) of the other
-    classes' held-out images to t (median over restarts): clean attractors receive <= 0.25."""
+    """The noise-blend rate (universal.py, uniform noise blended at `alphas`) against the clean
+    prior, Bonferroni over the judged classes: a blended whole-image trigger has no small mask,
+    but fresh noise at its strength sends other classes' images to its target."""
     per_restart = np.stack([np.asarray(e.noise_rate, dtype=float) for e in evidence])
-    statistic = over_restarts(per_restart)
-    fired = [int(t) for t, r in zip(classes, statistic, strict=True) if r >= min_rate]
-    rule = (
-        f"uniform noise blended at alpha in {', '.join(f'{a:g}' for a in alphas)} sends >= "
-        f"{min_rate:g} of the other classes' held-out images to the class (median over "
-        f"{len(evidence)} restarts)"
+    strengths = ", ".join(f"{a:g}" for a in alphas)
+    return prior_test(
+        "noise_blend",
+        f"share of the other classes' held-out images uniform noise blended at alpha in "
+        f"{strengths} sends to the class",
+        "rate",
+        over_restarts(per_restart),
+        per_restart,
+        classes,
+        prior,
+        alpha,
     )
-    null = {
-        "kind": "absolute threshold above every clean calibration model's rate",
-        "threshold": min_rate,
-    }
-    return TestResult("noise_blend", statistic, per_restart, min_rate, fired, null, rule)
 
 
 @dataclass
@@ -336,9 +354,9 @@ def universal_verdict(
     rate: np.ndarray,
     classes: Sequence[int],
     alphas: Sequence[float],
-    min_rate: float = MIN_NOISE_RATE,
+    min_rate: float,
 ) -> UniversalVerdict:
-    """The noise-blend rule on one measurement: rate >= min_rate (any number of classes); the
+    """The noise-blend rule on one measurement: rate >= min_rate (the test's threshold); the
     high-side MAD index of the rates is reported beside it, as a description only (clean noise
     attractors such as Shirt are index outliers too)."""
     rate = np.asarray(rate, dtype=float)
@@ -442,13 +460,15 @@ def backdoor_verdict(
     alpha: float = VERDICT_ALPHA,
     mask_prior: CleanPrior = SMALL_MASK_PRIOR,
     warp_prior: CleanPrior = WARP_PRIOR,
+    noise_prior: CleanPrior = NOISE_BLEND_PRIOR,
+    noise_alpha: float = NOISE_ALPHA,
 ) -> BackdoorVerdict:
     """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
     `power` and `spread` (V, T) are restart 0's, for the descriptive fields."""
     classes = [int(t) for t in classes]
     self_test = self_excess_test(evidence, canvas_labels, classes, prior, alpha)
     mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, alpha)
-    noise_test = noise_blend_test(evidence, classes, noise_alphas)
+    noise_test = noise_blend_test(evidence, classes, noise_alphas, noise_prior, noise_alpha)
     warp = warp_test(evidence, classes, warp_prior, alpha)
     tests = [t for t in (self_test, mask_test, noise_test, warp) if t is not None]
     flagged = sorted({t for test in tests for t in test.fired})
@@ -456,7 +476,9 @@ def backdoor_verdict(
     reasons = inconclusive_reasons(self_test, never, eval_per_class)
     outcome = "suspected" if flagged else "inconclusive" if reasons else "clear"
     described = describe(evidence[0].mask_l1, power, spread, canvas_labels, classes)
-    universal = universal_verdict(evidence[0].noise_rate, classes, noise_alphas)
+    universal = universal_verdict(
+        evidence[0].noise_rate, classes, noise_alphas, noise_test.threshold
+    )
     return BackdoorVerdict(
         outcome=outcome,
         classes=flagged,
