@@ -292,13 +292,10 @@ def warp_test(
     """The random-warp rate (warp.py) against the clean prior, Bonferroni over the judged
     classes: a warping trigger (WaNet) has no mask and adds no pixels, so neither the pattern
     search nor the noise blend sees it."""
-    per_restart = np.stack([np.asarray(e.warp_rate, dtype=float) for e in evidence])
-    return prior_test(
+    return rate_test(
         "warp",
         "share of the other classes' held-out images a random smooth warp sends to the class",
-        "rate",
-        over_restarts(per_restart),
-        per_restart,
+        [e.warp_rate for e in evidence],
         classes,
         prior,
         alpha,
@@ -315,18 +312,31 @@ def noise_blend_test(
     """The noise-blend rate (universal.py, uniform noise blended at `alphas`) against the clean
     prior, Bonferroni over the judged classes: a blended whole-image trigger has no small mask,
     but fresh noise at its strength sends other classes' images to its target."""
-    per_restart = np.stack([np.asarray(e.noise_rate, dtype=float) for e in evidence])
     strengths = ", ".join(f"{a:g}" for a in alphas)
-    return prior_test(
+    return rate_test(
         "noise_blend",
         f"share of the other classes' held-out images uniform noise blended at alpha in "
         f"{strengths} sends to the class",
-        "rate",
-        over_restarts(per_restart),
-        per_restart,
+        [e.noise_rate for e in evidence],
         classes,
         prior,
         alpha,
+    )
+
+
+def rate_test(
+    name: str,
+    description: str,
+    rates: Sequence[np.ndarray],
+    classes: Sequence[int],
+    prior: CleanPrior,
+    alpha: float,
+) -> TestResult:
+    """A universal probe's per-restart class rates (R x (T,)), their median judged against the
+    prior."""
+    per_restart = np.stack([np.asarray(r, dtype=float) for r in rates])
+    return prior_test(
+        name, description, "rate", over_restarts(per_restart), per_restart, classes, prior, alpha
     )
 
 
