@@ -15,10 +15,10 @@ judged against a prior fitted on every class of the zoo's clean calibration mode
 (onnxaudit.analyses.patterns.null): needs no within-model outlier statistics, works for K >= 2.
 A blended whole-image trigger has no small mask; the second test is the share of other-class
 images that random noise blended over the image sends to the class (universal.py), against a
-prior of that rate (fitted on its log-odds) over the clean calibration models' classes (K >= 2). The third is Neural Cleanse's outlier
-test made calibrated: the MAD index of each class's smallest white/free mask L1 (median over
-the restarts) against a prior of that index over the clean calibration models' classes; it is a
-within-model statistic, run only for K >= 10 classes, and catches patch triggers the excess
+prior of that rate (fitted on its log-odds) over the clean calibration models' classes
+(K >= 2). The third is Neural Cleanse's outlier test made calibrated: the MAD index of each
+class's smallest white/free mask L1 (median over the restarts) against a prior of that index
+over the clean calibration models' classes; it is a within-model statistic, run only for K >= 10 classes, and catches patch triggers the excess
 misses because the target is a natural shortcut already (a patch planted on Bag). The fourth
 is for warping triggers (WaNet), which have no mask and add no pixels: the share of other-class
 images that random smooth warps send to the class (warp.py), against a prior of that rate over
