@@ -30,6 +30,8 @@ def transformed(values: np.ndarray, transform: str) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     if transform == "logit":
         return np.log((values + LOGIT_EPS) / (1.0 + LOGIT_EPS - values))
+    if transform != "none":
+        raise AuditError(f"unknown prior transform {transform!r}; choose from {TRANSFORMS}")
     return values
 
 
@@ -38,7 +40,7 @@ def untransformed(value: float, transform: str) -> float:
     if transform == "logit":
         odds = float(np.exp(value))
         return (odds * (1.0 + LOGIT_EPS) - LOGIT_EPS) / (1.0 + odds)
-    return float(value)
+    return float(transformed(value, transform))
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,6 @@ def fit_prior(
     """Fit the prior to the per-class values of clean models (on the `transform` scale): mean
     and sample standard deviation (normal), or a maximum-likelihood Student-t when
     `heavy_tails`."""
-    if transform not in TRANSFORMS:
-        raise AuditError(f"unknown prior transform {transform!r}; choose from {TRANSFORMS}")
     values = transformed(values, transform)
     if len(values) < 3:
         raise AuditError("a prior needs the statistics of at least 3 clean classes")
