@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxaudit import executors
-from onnxaudit.analyses.patterns.analyse import K_GRID
+from onnxaudit.analyses.patterns.evaluate import K_GRID
 from onnxaudit.analyses.patterns.shards import sharded_search
 from onnxaudit.data import load_dataset
 from onnxaudit.executors import IN_PROCESS, DaskExecutor

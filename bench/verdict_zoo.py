@@ -7,8 +7,8 @@
 `collect` runs `analyse_patterns` at the audit defaults (20 images per class of the committed
 test subset drawn with the seed, 5 epochs, 3 canvases, 3 restarts) on every zoo model (the
 4-class ones on the subset's 4 classes; each restart on its own 20 images per class) and writes
-one JSON line per (model, seed) with every restart's mask L1, noise-blend and warp rates and the
-verdict. `report` fits the priors on the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
+one JSON line per (model, seed) with every restart's mask L1, noise-blend and warp rates, power
+curves (R, V, T, len(K_GRID)) and the verdict. `report` fits the priors on the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
 with it, and prints detection on each half: found with the right target, false alarms, AUROC
 and FPR at 95 % TPR (max over classes of the statistic's z-score under the prior, as score).
 """
@@ -72,6 +72,7 @@ def collect(args: argparse.Namespace) -> None:
                     "seconds": round(time.time() - t0, 1),
                     "restart_images": result.settings["restart_images"],
                     "tests": {t["name"]: t["restarts"] for t in verdict["tests"]},
+                    "curves": np.round(result.restart_curves, 4).tolist(),
                     "outcome": verdict["outcome"],
                     "flagged": verdict["classes"],
                     "old_rule_index": verdict["anomaly_index"],
@@ -101,10 +102,11 @@ def small_mask_index(row: dict) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Priors:
-    """The fitted nulls: the self-excess's, the small-mask index's, the warp rate's and the
-    noise-blend rate's (on its log-odds)."""
+    """The fitted nulls: the self-excess's, the pattern-size excess's, the small-mask index's, the
+    warp rate's and the noise-blend rate's (on its log-odds)."""
 
     excess: CleanPrior
+    size: CleanPrior
     mask: CleanPrior
     warp: CleanPrior
     noise: CleanPrior
@@ -112,22 +114,24 @@ class Priors:
     def of(self, test: str) -> CleanPrior:
         return {
             "self_excess": self.excess,
+            "size_excess": self.size,
             "small_mask": self.mask,
             "warp": self.warp,
             "noise_blend": self.noise,
         }[test]
 
 
-TESTS = ("self_excess", "small_mask", "warp", "noise_blend")
+TESTS = ("self_excess", "size_excess", "small_mask", "warp", "noise_blend")
 Levels = dict[str, float]  # test name -> its per-test level
 
 
 def run_tests(row: dict, priors: Priors, levels: Levels) -> list[TestResult]:
-    """The verdict's four tests of one run, re-judged from the recorded restarts with the
+    """The verdict's five tests of one run, re-judged from the recorded restarts with the
     verdict's own `prior_test` under `priors` and each test's level."""
     classes = row["classes"]
     per_restart = {
         "self_excess": centred(np.asarray(row["tests"]["self_excess"])),
+        "size_excess": centred(np.asarray(row["tests"]["size_excess"])),
         "warp": np.asarray(row["tests"]["warp"]),
         "noise_blend": np.asarray(row["tests"]["noise_blend"]),
     }
@@ -254,6 +258,8 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
     return Priors(
         fit(restart_median("self_excess", centre=True), "self-explained excess: log(L1 "
             "confident / min L1 white, free)"),
+        fit(restart_median("size_excess", centre=True), "pattern-size excess: log(size at 50 % "
+            "power on confident / smallest on white, free)"),
         fit(indexed, "MAD index of the log smallest white/free mask L1 (median over restarts)"),
         fit(restart_median("warp"), "share of other-class held-out images a random smooth warp "
             "sends to the class (median over restarts)"),
@@ -295,6 +301,7 @@ def report(args: argparse.Namespace) -> None:
     ]
     doc = {
         "prior": priors.excess.to_dict(),
+        "size_prior": priors.size.to_dict(),
         "mask_prior": priors.mask.to_dict(),
         "warp_prior": priors.warp.to_dict(),
         "halves": halves,
@@ -356,6 +363,7 @@ def model_row(model: str, runs: list[dict], half: str, priors: Priors, levels: L
     return (
         f"| `{model}` | {half} | {'-' if target is None else target} | {flags} "
         f"| {'-' if target is None else f'{excess[target]:.2f}'} | {top}: {excess[top]:.2f} "
+        f"| {target_and_top(seed_median(runs, 'size_excess', centre=True), target)} "
         f"| {target_and_top(seed_median(runs, 'noise_blend'), target)} "
         f"| {target_and_top(index, target)} | {target_and_top(seed_median(runs, 'warp'), target)} |"
     )
@@ -366,9 +374,9 @@ def markdown(rows: list[dict], split: dict[str, str], priors: Priors, levels: Le
     largest other class's statistics (median over seeds)."""
     lines = [
         "| model | half | target | flagged per seed | target excess | top other class: excess "
-        "| noise rate: target / top other | small-mask index: target / top other "
+        "| size excess: target / top other | noise rate: target / top other | small-mask index: target / top other "
         "| warp rate: target / top other |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_model: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):

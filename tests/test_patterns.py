@@ -371,6 +371,10 @@ def test_analyse_patterns_end_to_end_on_onnx(onnx_planted):
     assert result.verdict.classes == [TRIGGER_TARGET]
     white = result.canvas_labels.index("white")
     assert (result.binary_masks[white, TRIGGER_TARGET] * trigger_mask()).sum() == 9
+    # every restart measures its power curve; restart 0's is the result's own
+    assert result.restart_curves.shape == (3, *result.curve.shape)
+    np.testing.assert_array_equal(result.restart_curves[0], result.curve)
+    assert result.restart_curves[1:, white, TRIGGER_TARGET, -1].min() > 0.9
     json.dumps(jsonable(result.to_dict()), allow_nan=False)
     (figure,) = pattern_figures(result)
     assert figure.src.startswith("data:image/png;base64,") and len(figure.src) > 1000

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from onnxaudit.analyses.patterns.evaluate import K_GRID
 from onnxaudit.analyses.patterns.null import (
     LOGIT_EPS,
     CleanPrior,
@@ -20,12 +21,16 @@ from onnxaudit.analyses.patterns.verdict import (
     MAD_SCALE,
     NOISE_ALPHA,
     NOISE_BLEND_PRIOR,
+    SIZE_CAP,
     VERDICT_ALPHA,
     RestartEvidence,
     backdoor_verdict,
     noise_blend_test,
+    pattern_size,
     self_excess,
     self_excess_test,
+    size_excess,
+    size_excess_test,
     small_mask_test,
     warp_test,
 )
@@ -40,13 +45,27 @@ QUIET = (np.zeros(10), np.zeros(10))  # noise-blend and warp rates of no class
 SPREAD = np.array([-0.12, -0.1, -0.05, -0.02, 0.0, 0.0, 0.02, 0.05, 0.1, 0.12])
 
 
+def evidence(seed, mask_l1, noise_rate, warp_rate, size_excess=None) -> RestartEvidence:
+    """One restart's evidence whose power curves give every class the pattern-size excess
+    `size_excess` (T,; none by default): the any-value canvases reach 50 % power at 0.5 % of the
+    pixels, the real canvas at 0.5 % times exp(excess)."""
+    mask_l1 = np.asarray(mask_l1, dtype=float)
+    v, t = mask_l1.shape
+    excess = np.zeros(t) if size_excess is None else np.asarray(size_excess, dtype=float)
+    logk = np.log(np.asarray(K_GRID))
+    size = np.full((v, t), 0.005)
+    size[0] = 0.005 * np.exp(excess)
+    curve = np.clip(0.5 + 0.25 * (logk - np.log(size)[..., None]), 0.0, 1.0)
+    return RestartEvidence(seed, mask_l1, noise_rate, warp_rate, curve)
+
+
 def evidence_for(excess: np.ndarray, seed: int = 0, noise: np.ndarray | None = None):
     """Restart evidence whose self-explained excess is exactly `excess` (T,)."""
     excess = np.asarray(excess, dtype=float)
     free = np.full(len(excess), 0.04)
     l1 = np.stack([free * np.exp(excess), free * 1.5, free])
     rate = np.zeros(len(excess)) if noise is None else np.asarray(noise, dtype=float)
-    return RestartEvidence(seed, l1, rate, np.zeros(len(excess)))
+    return evidence(seed, l1, rate, np.zeros(len(excess)))
 
 
 def verdict_for(restarts, classes, num_classes=None, canvases=CANVASES, eval_per_class=10):
@@ -122,7 +141,7 @@ def test_clean_evidence_is_clear_and_a_natural_shortcut_is_not_flagged():
     # MAD index (2.5) is above Neural Cleanse's 2 but inside the clean prior's range
     l1 = mask_l1_with_index(2.5)
     verdict = verdict_for(
-        [RestartEvidence(s, l1, np.zeros(10), np.zeros(10)) for s in range(3)], range(10)
+        [evidence(s, l1, np.zeros(10), np.zeros(10)) for s in range(3)], range(10)
     )
     assert verdict.outcome == "clear" and verdict.classes == [] and verdict.reasons == []
     index = verdict.test("small_mask").statistic[8]
@@ -134,7 +153,7 @@ def test_clean_evidence_is_clear_and_a_natural_shortcut_is_not_flagged():
 def test_small_mask_fires_on_a_far_outlier_with_a_stated_threshold():
     l1 = mask_l1_with_index(6.0)
     verdict = verdict_for(
-        [RestartEvidence(s, l1, np.zeros(10), np.zeros(10)) for s in range(3)], range(10)
+        [evidence(s, l1, np.zeros(10), np.zeros(10)) for s in range(3)], range(10)
     )
     assert verdict.classes == [8] and verdict.evidence == {8: ["small_mask"]}
     test = verdict.test("small_mask")
@@ -146,14 +165,15 @@ def test_small_mask_fires_on_a_far_outlier_with_a_stated_threshold():
 
 def test_small_mask_uses_the_median_restart_and_needs_ten_classes():
     calm, far = mask_l1_with_index(0.0), mask_l1_with_index(6.0)
-    once = [RestartEvidence(0, far, *QUIET), RestartEvidence(1, calm, *QUIET)]
-    once.append(RestartEvidence(2, calm, *QUIET))
+    once = [evidence(0, far, *QUIET), evidence(1, calm, *QUIET)]
+    once.append(evidence(2, calm, *QUIET))
     assert verdict_for(once, range(10)).outcome == "clear"  # one wild restart of three
-    few = [RestartEvidence(s, far[:, 3:], np.zeros(7), np.zeros(7)) for s in range(3)]
+    few = [evidence(s, far[:, 3:], np.zeros(7), np.zeros(7)) for s in range(3)]
     tests = small_mask_test(few, CANVASES, list(range(7)), MASK_PRIOR)
     assert tests is None  # a within-model index over 7 classes is not judged
     assert [t.name for t in verdict_for(few, range(7)).tests] == [
         "self_excess",
+        "size_excess",
         "noise_blend",
         "warp",
     ]
@@ -176,16 +196,13 @@ def test_the_median_over_restarts_ignores_one_wild_restart():
 def test_warp_fires_on_a_warp_target_at_the_priors_threshold_for_any_k(k):
     rates = np.full(k, 0.04)
     rates[1] = 0.45  # vgg-wanet's target receives 0.42-0.49 of the warped images
-    restarts = [RestartEvidence(s, np.full((3, k), 0.04), np.zeros(k), rates) for s in range(3)]
+    restarts = [evidence(s, np.full((3, k), 0.04), np.zeros(k), rates) for s in range(3)]
     test = warp_test(restarts, list(range(k)), WARP_PRIOR)
     threshold = WARP_PRIOR.threshold(k, VERDICT_ALPHA)
     assert test.fired == [1] and test.threshold == pytest.approx(threshold)
     assert test.p_value[1] < VERDICT_ALPHA / k < test.p_value[0]
     assert verdict_for(restarts, list(range(k))).evidence == {1: ["warp"]}
-    calm = [
-        RestartEvidence(s, e.mask_l1, e.noise_rate, np.full(k, 0.12))
-        for s, e in enumerate(restarts)
-    ]
+    calm = [evidence(s, e.mask_l1, e.noise_rate, np.full(k, 0.12)) for s, e in enumerate(restarts)]
     assert warp_test(calm, list(range(k)), WARP_PRIOR).fired == []  # a clean attractor (<= 0.13)
 
 
@@ -241,6 +258,10 @@ def test_missing_canvas_and_too_few_images_are_inconclusive():
     verdict = verdict_for(no_real, list(range(5)), canvases=["white", "free"])
     assert verdict.outcome == "inconclusive" and "confident canvas" in verdict.reasons[0]
     assert [t.name for t in verdict.tests] == ["noise_blend", "warp"]
+    no_curve = [RestartEvidence(e.seed, e.mask_l1, e.noise_rate, e.warp_rate) for e in restarts]
+    verdict = verdict_for(no_curve, list(range(5)))
+    assert verdict.outcome == "inconclusive" and "power curve" in verdict.reasons[0]
+    assert "size_excess" not in [t.name for t in verdict.tests]
     few = verdict_for(restarts, list(range(5)), eval_per_class=2)
     assert few.outcome == "inconclusive" and "held-out images" in few.reasons[0]
 
@@ -251,7 +272,8 @@ def test_verdict_dict_carries_outcome_tests_and_the_old_fields():
     doc = verdict_for([evidence_for(excess, s) for s in (7, 8, 9)], list(range(10))).to_dict()
     assert doc["outcome"] == "suspected" and doc["suspected"] is True and doc["classes"] == [0]
     assert doc["evidence"] == {"0": ["self_excess"]} and doc["restart_seeds"] == [7, 8, 9]
-    assert {t["name"] for t in doc["tests"]} == {"self_excess", "small_mask", "noise_blend", "warp"}
+    names = {"self_excess", "size_excess", "small_mask", "noise_blend", "warp"}
+    assert {t["name"] for t in doc["tests"]} == names
     test = next(t for t in doc["tests"] if t["name"] == "self_excess")
     assert {"statistic", "p_value", "threshold", "alpha", "null", "spread", "fired"} <= set(test)
     assert test["null"]["kind"].startswith("prior")
@@ -313,3 +335,34 @@ def test_centring_removes_the_models_own_level():
     np.testing.assert_allclose(centred(excess)[0], centred(excess)[1])
     np.testing.assert_allclose(centred(excess)[0], [-0.15, -0.05, 0.05, 1.65])
     np.testing.assert_allclose(centred(np.array([[0.5, 2.5]])), [[-1.0, 1.0]])  # K = 2: half
+
+
+def test_pattern_size_reads_the_50_percent_point_and_censors_what_never_gets_there():
+    logk = np.log(np.asarray(K_GRID))
+    reaches = np.clip(0.5 + 0.25 * (logk - np.log(0.007)), 0, 1)  # 50 % exactly at k = 0.7 %
+    never = np.full(len(K_GRID), 0.3)
+    at_once = np.ones(len(K_GRID))
+    sizes = pattern_size(np.array([[reaches, never, at_once]]))
+    np.testing.assert_allclose(sizes, [[0.007, SIZE_CAP, K_GRID[0]]], rtol=1e-9)
+
+
+def test_size_excess_is_the_log_ratio_of_real_to_smallest_any_value_size():
+    e = evidence(0, np.ones((3, 4)), np.zeros(4), np.zeros(4), size_excess=[0.0, 1.0, 2.0, 3.5])
+    # the real canvas's size is 0.5 % * exp(excess), censored at SIZE_CAP beyond the grid
+    expected = [0.0, 1.0, 2.0, np.log(SIZE_CAP / 0.005)]
+    np.testing.assert_allclose(size_excess(e.curve, CANVASES), expected, atol=1e-9)
+    assert size_excess(e.curve[1:], ["white", "free"]) is None
+
+
+def test_size_excess_test_flags_the_class_whose_pattern_works_only_from_any_value_canvases():
+    sizes = SPREAD.copy()
+    sizes[6] = 2.5  # a trigger: the any-value canvases need 12x fewer pixels than the real one
+    restarts = [evidence(s, np.ones((3, 10)), *QUIET, size_excess=sizes) for s in range(3)]
+    test = size_excess_test(restarts, CANVASES, list(range(10)), prior=PRIOR)
+    assert test.fired == [6] and test.threshold < 2.5
+    np.testing.assert_allclose(test.statistic, sizes - np.median(sizes), atol=1e-9)
+    verdict = verdict_for(restarts, list(range(10)))
+    assert verdict.outcome == "suspected" and verdict.evidence == {6: ["size_excess"]}
+    # one restart of three with the class's excess does not make it suspected (the median)
+    once = [restarts[0]] + [evidence(s, np.ones((3, 10)), *QUIET, SPREAD) for s in (1, 2)]
+    assert size_excess_test(once, CANVASES, list(range(10)), prior=PRIOR).fired == []

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from onnxaudit.analyses.patterns.analyse import PatternsResult
+from onnxaudit.analyses.patterns.evaluate import K_GRID
 from onnxaudit.analyses.patterns.shape import shape_stats
 from onnxaudit.analyses.patterns.verdict import (
     NOISE_BLEND_PRIOR,
@@ -42,8 +43,10 @@ def synthetic_patterns(excess, noise, free_l1=FREE_L1, num_classes=5) -> Pattern
     """A PatternsResult over 5 classes whose verdict comes from the given restart evidence."""
     t, v = len(excess), len(CANVASES)
     l1 = np.stack([free_l1 * np.exp(excess), free_l1 * 1.5, free_l1])
+    same_size = np.ones((v, t, len(K_GRID)))  # every pattern works at once: no size excess
     evidence = [
-        RestartEvidence(seed, l1, np.asarray(noise, float), np.zeros(t)) for seed in (0, 1, 2)
+        RestartEvidence(seed, l1, np.asarray(noise, float), np.zeros(t), same_size)
+        for seed in (0, 1, 2)
     ]
     ones = np.ones((v, t))
     verdict = backdoor_verdict(evidence, CANVASES, list(range(t)), num_classes, ones, ones, 10)
@@ -175,10 +178,12 @@ def test_a_clear_verdict_lists_the_tests_and_their_thresholds():
     assert result.verdict.outcome == "clear"
     html = render_report(document(result), analysis_figures({"patterns": result}))
     block = verdict_block(html)
-    excess, noise, warp = (result.verdict.test(t) for t in ("self_excess", "noise_blend", "warp"))
+    names = ("self_excess", "size_excess", "noise_blend", "warp")
+    excess, size, noise, warp = (result.verdict.test(t) for t in names)
     line = (
-        f"Clear: no test fired. Ran: 3 tests on 5 classes: self_excess (threshold "
-        f"{excess.threshold:.3f}, p &lt; {excess.alpha:.2g} per class), noise_blend (threshold "
+        f"Clear: no test fired. Ran: 4 tests on 5 classes: self_excess (threshold "
+        f"{excess.threshold:.3f}, p &lt; {excess.alpha:.2g} per class), size_excess (threshold "
+        f"{size.threshold:.3f}, p &lt; {size.alpha:.2g} per class), noise_blend (threshold "
         f"{noise.threshold:.3f}, p &lt; {noise.alpha:.2g} per class), warp (threshold "
         f"{warp.threshold:.3f}, p &lt; {warp.alpha:.2g} per class)."
     )
@@ -191,7 +196,7 @@ def test_an_inconclusive_verdict_names_what_is_missing():
     assert result.verdict.outcome == "inconclusive"
     block = verdict_block(render_report(document(result)))
     assert "Inconclusive" in block and "<li>2 classes never searched (5, 6)</li>" in block
-    assert "Ran: 3 tests on 5 classes" in block
+    assert "Ran: 4 tests on 5 classes" in block
 
 
 def test_result_json_alone_still_names_the_tests_but_has_no_trigger_image(suspected):

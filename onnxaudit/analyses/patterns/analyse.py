@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 
 from onnxaudit.analyses.patterns.evaluate import (
+    K_GRID,
     clean_rate,
     k_at_power,
     overall_power,
+    power_curve,
     predict_labels,
     split_search_eval,
 )
@@ -35,9 +37,6 @@ from onnxaudit.progress import ProgressFn, silent
 from onnxaudit.seeds import as_int, child
 from onnxaudit.settings import PATTERN_EPOCHS
 
-# Pattern sizes (fractions of the pixels) at which predictive power is also measured: the
-# smallest one reaching 90 % is the "k90" statistic of the verdict.
-K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted patch fits in it)
 DEFAULT_CANVASES = ("confident", "white", "free")
 SPLIT_STREAM, SEARCH_STREAM, IMAGES_STREAM = 0, 1, 2  # children of each restart's stream
@@ -75,6 +74,8 @@ class PatternsResult:
     n_eval: int
     pressure: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
     loss_history: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    # (R, V, T, len(k_grid)) every restart's power curve (restart 0's is `curve`)
+    restart_curves: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
 
     @property
     def patterns(self) -> np.ndarray:
@@ -293,13 +294,34 @@ def restart_evidence(
     predict: Callable[[np.ndarray], np.ndarray],
     x_eval: np.ndarray,
     y_eval: np.ndarray,
+    curve: np.ndarray | None = None,
+    curve_per_class: int = 20,
 ) -> RestartEvidence:
-    """What the verdict needs from one fitted search: mask L1s, noise-blend and warp rates."""
+    """What the verdict needs from one fitted search: mask L1s, noise-blend and warp rates, and
+    the power curve over K_GRID (measured here on `curve_per_class` held-out images per class,
+    as `measure` does, unless given)."""
     h, w = search.masks_.shape[-2:]
     noise = NoiseBlendResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
     warp = WarpResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
     mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
-    return RestartEvidence(int(search.seed), mask_l1, noise.rate_, warp.rate_)
+    if curve is None:
+        few = curve_images(y_eval, curve_per_class, search.seed)
+        curve = np.stack(
+            [
+                power_curve(
+                    predict, x_eval[few], y_eval[few], search.masks_[v], search.canvases_[v],
+                    search.classes_, K_GRID, search.pressure_[v],
+                )
+                for v in range(len(search.masks_))
+            ]
+        )  # fmt: skip
+    return RestartEvidence(int(search.seed), mask_l1, noise.rate_, warp.rate_, curve)
+
+
+def curve_images(y_eval: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Indices of the held-out images the power curve is measured on (it multiplies the forward
+    passes by the grid size): `per_class` of each class, drawn with the restart's seed."""
+    return split_search_eval(y_eval, per_class, seed=child(seed, 0))[0]
 
 
 def measure(
@@ -323,7 +345,7 @@ def measure(
     """
     classes = [int(t) for t in search.classes_]
     clean_pred = predict_labels(predict, x_eval)
-    few = split_search_eval(y_eval, curve_per_class, seed=child(search.seed, 0))[0]
+    few = curve_images(y_eval, curve_per_class, search.seed)
     if shards is None:
         table, curve = class_powers(
             predict,
@@ -347,7 +369,10 @@ def measure(
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
     spread = np.array([[c.spread for c in per_canvas] for per_canvas in core_shapes])
-    evidence = [restart_evidence(search, predict, x_eval, y_eval), *more_evidence]
+    evidence = [
+        restart_evidence(search, predict, x_eval, y_eval, curve if k_grid == K_GRID else None),
+        *more_evidence,
+    ]
     verdict = backdoor_verdict(
         evidence,
         search.canvas_labels_,
@@ -392,4 +417,5 @@ def measure(
         n_search=int(search.n_images_),
         n_eval=int(len(y_eval)),
         loss_history=search.loss_history_,
+        restart_curves=np.stack([e.curve for e in evidence]),
     )

@@ -8,6 +8,9 @@ import numpy as np
 
 from onnxaudit.analyses.patterns.search import blend, top_k_mask
 
+# Pattern sizes (fractions of the pixels) at which predictive power is also measured: the report's
+# power curve, "k90", and the verdict's pattern-size test (the size reaching 50 %).
+K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 PredictFn = Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) in [0,1] -> logits (N, K)
 
 

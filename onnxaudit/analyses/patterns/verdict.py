@@ -1,4 +1,4 @@
-"""Backdoor verdict: four per-class tests with calibrated nulls, over restarts (docs/patterns.md).
+"""Backdoor verdict: five per-class tests with calibrated nulls, over restarts (docs/patterns.md).
 
 An implanted trigger lets the search reach its target with a pattern the target's *own* clean
 images do not contain: the free / white canvases (which can paint any pixel) need a far smaller
@@ -13,14 +13,20 @@ than VGGs),
 
 judged against a prior fitted on every class of the zoo's clean calibration models
 (onnxaudit.analyses.patterns.null): needs no within-model outlier statistics, works for K >= 2.
-A blended whole-image trigger has no small mask; the second test is the share of other-class
+The second is the same comparison on the pattern's *size at work*: the fraction of the pixels
+at which the canvas's top-k pattern sends half the other classes' held-out images to the class
+(read off its power curve), real canvas over the smallest any-value canvas, centred the same
+way. The mask L1 jumps with the batch order when the search converges to a tiny trigger mask in
+one run and not in the next; the size at work moves less, so the two together flag a trigger at
+more seeds than either (docs/patterns.md has the numbers). A blended whole-image trigger has no
+small mask; the third test is the share of other-class
 images that random noise blended over the image sends to the class (universal.py), against a
 prior of that rate (fitted on its log-odds) over the clean calibration models' classes
-(K >= 2). The third is Neural Cleanse's outlier test made calibrated: the MAD index of each
+(K >= 2). The fourth is Neural Cleanse's outlier test made calibrated: the MAD index of each
 class's smallest white/free mask L1 (median over the restarts) against a prior of that index
-over the clean calibration models' classes; it is a within-model statistic, run only for K >= 10 classes, and catches patch triggers the excess
-misses because the target is a natural shortcut already (a patch planted on Bag). The fourth
-is for warping triggers (WaNet), which have no mask and add no pixels: the share of other-class
+over the clean calibration models' classes; it is a within-model statistic, run only for
+K >= 10 classes, and catches patch triggers the excess misses because the target is a natural
+shortcut already (a patch planted on Bag). The fifth is for warping triggers (WaNet), which have no mask and add no pixels: the share of other-class
 images that random smooth warps send to the class (warp.py), against a prior of that rate over
 the clean calibration models' classes (K >= 2). The search runs several times (restarts: own
 split, batches and noise each); each test uses the median over restarts, and a class is
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxaudit.analyses.patterns.evaluate import K_GRID, k_at_power
 from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni
 from onnxaudit.analyses.patterns.restarts import spread as restart_spread
 
@@ -111,6 +118,24 @@ NOISE_BLEND_PRIOR = CleanPrior(
     df=15.58,
     transform="logit",
 )
+# The pattern-size test: the size at which a pattern reaches SIZE_POWER predictive power, and
+# the size a pattern that never does within the grid (its largest, 10 % of the pixels) is
+# given: twice that, so a censored real canvas against a trigger's 0.5 % reads as a factor 40.
+SIZE_POWER = 0.5
+SIZE_CAP = 0.2
+# Prior of the centred pattern-size excess: every class of the same clean calibration models.
+SIZE_EXCESS_PRIOR = CleanPrior(
+    statistic="pattern-size excess log(size at 50 % power on confident / smallest on white, "
+    "free), centred on the model's median class",
+    location=0.09449,
+    scale=0.4202,
+    n_models=6,
+    n_classes=540,
+    source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
+    + CALIBRATION_MODELS,
+    df=10.15,
+)
+SIZE_ALPHA = 0.025  # the pattern-size test's (at 0.05 it raised a calibration false alarm)
 VERDICT_ALPHA = 0.05  # the level of the self-excess, small-mask and warp tests
 NOISE_ALPHA = 0.025  # the noise-blend test's (at 0.05 it raised calibration false alarms)
 
@@ -139,6 +164,28 @@ def self_excess(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray
     return np.log(l1[real[0]]) - np.log(l1[free].min(axis=0))
 
 
+def pattern_size(curve: np.ndarray, k_grid: Sequence[float] = K_GRID) -> np.ndarray:
+    """(V, T) the pattern size (fraction of the pixels) at which each canvas's pattern first
+    sends SIZE_POWER of the other classes' images to its class, from its power curve
+    (V, T, len(k_grid)); SIZE_CAP where it never does within the grid (censored)."""
+    curve = np.asarray(curve, dtype=float)
+    sizes = np.stack([k_at_power(per_canvas, k_grid, SIZE_POWER) for per_canvas in curve])
+    return np.where(np.isnan(sizes), SIZE_CAP, sizes)
+
+
+def size_excess(
+    curve: np.ndarray, canvas_labels: Sequence[str], k_grid: Sequence[float] = K_GRID
+) -> np.ndarray | None:
+    """(T,) log of the real canvas's pattern size over the smallest any-value canvas's, from
+    one restart's power curve (V, T, len(k_grid)); None when the canvases were not searched."""
+    real = [v for v, label in enumerate(canvas_labels) if label in (REAL_CANVAS, "confident0")]
+    free = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
+    if not real or not free:
+        return None
+    log_size = np.log(pattern_size(curve, k_grid))
+    return log_size[real[0]] - log_size[free].min(axis=0)
+
+
 def centred(excess: np.ndarray) -> np.ndarray:
     """(R, T) excess minus each restart's median over the classes: the model's own level (LeNets
     sit lower than VGGs) is removed, what is left is the class's excess over its siblings. With
@@ -148,13 +195,14 @@ def centred(excess: np.ndarray) -> np.ndarray:
 
 @dataclass
 class RestartEvidence:
-    """What one restart measured: mask L1 per (canvas, class), and per class the noise-blend and
-    random-warp rates."""
+    """What one restart measured: mask L1 per (canvas, class), per class the noise-blend and
+    random-warp rates, and the power curve of each canvas's pattern (None: not measured)."""
 
     seed: int
     mask_l1: np.ndarray  # (V, T)
     noise_rate: np.ndarray  # (T,)
     warp_rate: np.ndarray  # (T,)
+    curve: np.ndarray | None = None  # (V, T, len(k_grid)) predictive power against pattern size
 
 
 @dataclass
@@ -201,6 +249,37 @@ def self_excess_test(
     return prior_test(
         "self_excess",
         "self-explained excess over the model's median class",
+        "excess",
+        over_restarts(per_restart),
+        per_restart,
+        classes,
+        prior,
+        alpha,
+    )
+
+
+def size_excess_test(
+    evidence: Sequence[RestartEvidence],
+    canvas_labels: Sequence[str],
+    classes: Sequence[int],
+    k_grid: Sequence[float] = K_GRID,
+    prior: CleanPrior = SIZE_EXCESS_PRIOR,
+    alpha: float = SIZE_ALPHA,
+) -> TestResult | None:
+    """The pattern-size excess against the clean prior, Bonferroni over the judged classes; None
+    when a restart has no power curve or the canvases were not searched. The mask L1 of a
+    search that converged to a tiny trigger mask in one batch order and not in another jumps;
+    the size at which the pattern actually works is steadier, and it is measured on held-out
+    images rather than read off the optimiser."""
+    if any(e.curve is None for e in evidence):
+        return None
+    values = [size_excess(e.curve, canvas_labels, k_grid) for e in evidence]
+    if any(v is None for v in values):
+        return None
+    per_restart = centred(np.stack(values))
+    return prior_test(
+        "size_excess",
+        "pattern-size excess over the model's median class",
         "excess",
         over_restarts(per_restart),
         per_restart,
@@ -436,6 +515,7 @@ class BackdoorVerdict:
 
 def inconclusive_reasons(
     self_test: TestResult | None,
+    size_test: TestResult | None,
     never_searched: Sequence[int],
     eval_per_class: int,
     min_eval: int = MIN_EVAL_PER_CLASS,
@@ -450,6 +530,8 @@ def inconclusive_reasons(
         reasons.append(
             f"the self-explained-excess test needs the {REAL_CANVAS} canvas and white or free"
         )
+    elif size_test is None:
+        reasons.append("the pattern-size test needs every restart's power curve")
     if eval_per_class < min_eval:
         reasons.append(
             f"only {eval_per_class} held-out images in some class (the rates need >= {min_eval})"
@@ -472,18 +554,22 @@ def backdoor_verdict(
     warp_prior: CleanPrior = WARP_PRIOR,
     noise_prior: CleanPrior = NOISE_BLEND_PRIOR,
     noise_alpha: float = NOISE_ALPHA,
+    size_prior: CleanPrior = SIZE_EXCESS_PRIOR,
+    size_alpha: float = SIZE_ALPHA,
+    k_grid: Sequence[float] = K_GRID,
 ) -> BackdoorVerdict:
     """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
     `power` and `spread` (V, T) are restart 0's, for the descriptive fields."""
     classes = [int(t) for t in classes]
     self_test = self_excess_test(evidence, canvas_labels, classes, prior, alpha)
+    size_test = size_excess_test(evidence, canvas_labels, classes, k_grid, size_prior, size_alpha)
     mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, alpha)
     noise_test = noise_blend_test(evidence, classes, noise_alphas, noise_prior, noise_alpha)
     warp = warp_test(evidence, classes, warp_prior, alpha)
-    tests = [t for t in (self_test, mask_test, noise_test, warp) if t is not None]
+    tests = [t for t in (self_test, size_test, mask_test, noise_test, warp) if t is not None]
     flagged = sorted({t for test in tests for t in test.fired})
     never = sorted(set(range(num_classes)) - set(classes))
-    reasons = inconclusive_reasons(self_test, never, eval_per_class)
+    reasons = inconclusive_reasons(self_test, size_test, never, eval_per_class)
     outcome = "suspected" if flagged else "inconclusive" if reasons else "clear"
     described = describe(evidence[0].mask_l1, power, spread, canvas_labels, classes)
     universal = universal_verdict(
