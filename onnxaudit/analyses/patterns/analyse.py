@@ -37,6 +37,7 @@ from onnxaudit.progress import ProgressFn, silent
 from onnxaudit.seeds import as_int, child
 from onnxaudit.settings import PATTERN_EPOCHS
 
+CURVE_PER_CLASS = 20  # held-out images per class the power curves are measured on
 CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted patch fits in it)
 DEFAULT_CANVASES = ("confident", "white", "free")
 SPLIT_STREAM, SEARCH_STREAM, IMAGES_STREAM = 0, 1, 2  # children of each restart's stream
@@ -295,7 +296,7 @@ def restart_evidence(
     x_eval: np.ndarray,
     y_eval: np.ndarray,
     curve: np.ndarray | None = None,
-    curve_per_class: int = 20,
+    curve_per_class: int = CURVE_PER_CLASS,
 ) -> RestartEvidence:
     """What the verdict needs from one fitted search: mask L1s, noise-blend and warp rates, and
     the power curve over K_GRID (measured here on `curve_per_class` held-out images per class,
@@ -333,7 +334,7 @@ def measure(
     class_names: Sequence[str],
     progress: ProgressFn = silent,
     k_grid: Sequence[float] = K_GRID,
-    curve_per_class: int = 20,
+    curve_per_class: int = CURVE_PER_CLASS,
     shards: PowerShards | None = None,
     more_evidence: Sequence[RestartEvidence] = (),
 ) -> PatternsResult:
@@ -369,8 +370,10 @@ def measure(
     core = search.binary_masks(CORE_K)
     core_shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in core]
     spread = np.array([[c.spread for c in per_canvas] for per_canvas in core_shapes])
+    same_curve = tuple(k_grid) == K_GRID and curve_per_class == CURVE_PER_CLASS
     evidence = [
-        restart_evidence(search, predict, x_eval, y_eval, curve if k_grid == K_GRID else None),
+        # restart 0's curve is the verdict's when measured as the other restarts' are
+        restart_evidence(search, predict, x_eval, y_eval, curve if same_curve else None),
         *more_evidence,
     ]
     verdict = backdoor_verdict(
