@@ -153,11 +153,17 @@ def over_restarts(per_restart: np.ndarray) -> np.ndarray:
     return np.median(np.asarray(per_restart, dtype=float), axis=0)
 
 
+def real_and_any_canvases(canvas_labels: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Rows of the real-image canvas and of the any-value canvases (white, free)."""
+    real = [v for v, label in enumerate(canvas_labels) if label in (REAL_CANVAS, "confident0")]
+    free = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
+    return real, free
+
+
 def self_excess(mask_l1: np.ndarray, canvas_labels: Sequence[str]) -> np.ndarray | None:
     """(T,) log of the real-canvas mask L1 over the smallest any-value-canvas mask L1, from
     mask_l1 (V, T); None when the canvases needed were not searched."""
-    real = [v for v, label in enumerate(canvas_labels) if label in (REAL_CANVAS, "confident0")]
-    free = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
+    real, free = real_and_any_canvases(canvas_labels)
     if not real or not free:
         return None
     l1 = np.maximum(np.asarray(mask_l1, dtype=float), 1e-6)
@@ -178,8 +184,7 @@ def size_excess(
 ) -> np.ndarray | None:
     """(T,) log of the real canvas's pattern size over the smallest any-value canvas's, from
     one restart's power curve (V, T, len(k_grid)); None when the canvases were not searched."""
-    real = [v for v, label in enumerate(canvas_labels) if label in (REAL_CANVAS, "confident0")]
-    free = [v for v, label in enumerate(canvas_labels) if label in ANY_CANVASES]
+    real, free = real_and_any_canvases(canvas_labels)
     if not real or not free:
         return None
     log_size = np.log(pattern_size(curve, k_grid))
@@ -243,19 +248,8 @@ def self_excess_test(
 ) -> TestResult | None:
     """The self-explained excess against the clean prior, Bonferroni over the judged classes."""
     values = [self_excess(e.mask_l1, canvas_labels) for e in evidence]
-    if any(v is None for v in values):
-        return None
-    per_restart = centred(np.stack(values))
-    return prior_test(
-        "self_excess",
-        "self-explained excess over the model's median class",
-        "excess",
-        over_restarts(per_restart),
-        per_restart,
-        classes,
-        prior,
-        alpha,
-    )
+    description = "self-explained excess over the model's median class"
+    return centred_test("self_excess", description, values, classes, prior, alpha)
 
 
 def size_excess_test(
@@ -274,18 +268,25 @@ def size_excess_test(
     if any(e.curve is None for e in evidence):
         return None
     values = [size_excess(e.curve, canvas_labels, k_grid) for e in evidence]
+    description = "pattern-size excess over the model's median class"
+    return centred_test("size_excess", description, values, classes, prior, alpha)
+
+
+def centred_test(
+    name: str,
+    description: str,
+    values: Sequence[np.ndarray | None],
+    classes: Sequence[int],
+    prior: CleanPrior,
+    alpha: float,
+) -> TestResult | None:
+    """An excess test: each restart's (T,) `values` centred on its median class, their median
+    over the restarts judged against the prior; None when a restart could not measure it."""
     if any(v is None for v in values):
         return None
     per_restart = centred(np.stack(values))
     return prior_test(
-        "size_excess",
-        "pattern-size excess over the model's median class",
-        "excess",
-        over_restarts(per_restart),
-        per_restart,
-        classes,
-        prior,
-        alpha,
+        name, description, "excess", over_restarts(per_restart), per_restart, classes, prior, alpha
     )
 
 
