@@ -19,16 +19,16 @@ at which the canvas's top-k pattern sends half the other classes' held-out image
 way. The mask L1 jumps with the batch order when the search converges to a tiny trigger mask in
 one run and not in the next; the size at work moves less, so the two together flag a trigger at
 more seeds than either (docs/patterns.md has the numbers). A blended whole-image trigger has no
-small mask; the third test is the share of other-class
-images that random noise blended over the image sends to the class (universal.py), against a
-prior of that rate (fitted on its log-odds) over the clean calibration models' classes
-(K >= 2). The fourth is Neural Cleanse's outlier test made calibrated: the MAD index of each
+small mask; the third test is the share of other-class images that random noise blended over
+the image sends to the class (universal.py), against a prior of that rate (fitted on its
+log-odds) over the clean calibration models' classes (K >= 2). The fourth is Neural Cleanse's outlier test made calibrated: the MAD index of each
 class's smallest white/free mask L1 (median over the restarts) against a prior of that index
 over the clean calibration models' classes; it is a within-model statistic, run only for
 K >= 10 classes, and catches patch triggers the excess misses because the target is a natural
-shortcut already (a patch planted on Bag). The fifth is for warping triggers (WaNet), which have no mask and add no pixels: the share of other-class
-images that random smooth warps send to the class (warp.py), against a prior of that rate over
-the clean calibration models' classes (K >= 2). The search runs several times (restarts: own
+shortcut already (a patch planted on Bag). The fifth is for warping triggers (WaNet), which
+have no mask and add no pixels: the share of other-class images that random smooth warps send
+to the class (warp.py), against a prior of that rate over the clean calibration models' classes
+(K >= 2). The search runs several times (restarts: own
 split, batches and noise each); each test uses the median over restarts, and a class is
 suspected when any test fires (the family level is split by Bonferroni over the classes, per
 test).
@@ -64,7 +64,7 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # false alarm on the calibration half's clean runs (bench/verdict_zoo.py report --heavy-tails;
 # numbers and models in docs/patterns.md). Each test keeps its own level over the K classes
 # (Bonferroni), so under the priors a clean model's chance of any false alarm is at most the
-# sum of the four levels.
+# sum of the five levels.
 CALIBRATION_MODELS = "lenet-distilled, lenet-s21, lenet4, resnet, vgg, vgg-student"
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
