@@ -13,7 +13,6 @@ from onnxaudit.analyses.patterns.evaluate import (
     clean_rate,
     k_at_power,
     overall_power,
-    power_curve,
     predict_labels,
     split_search_eval,
 )
@@ -24,6 +23,7 @@ from onnxaudit.analyses.patterns.shape import ShapeStats, shape_stats
 from onnxaudit.analyses.patterns.shards import (
     Patterns,
     PowerShards,
+    canvas_curve,
     class_powers,
     sharded_search,
 )
@@ -307,15 +307,14 @@ def restart_evidence(
     mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
     if curve is None:
         few = curve_images(y_eval, curve_per_class, search.seed)
+        patterns = Patterns.of(search)
+        x, y = x_eval[few], y_eval[few]
         curve = np.stack(
             [
-                power_curve(
-                    predict, x_eval[few], y_eval[few], search.masks_[v], search.canvases_[v],
-                    search.classes_, K_GRID, search.pressure_[v],
-                )
-                for v in range(len(search.masks_))
+                canvas_curve(predict, x, y, patterns, v, search.classes_, K_GRID)
+                for v in range(len(patterns.masks))
             ]
-        )  # fmt: skip
+        )
     return RestartEvidence(int(search.seed), mask_l1, noise.rate_, warp.rate_, curve)
 
 
@@ -362,8 +361,8 @@ def measure(
     else:
         table, curve = shards.run(search, x_eval, y_eval, few, num_classes, k_grid, progress)
     power = np.stack([overall_power(tab, y_eval, classes) for tab in table])
-    k90 = np.stack([k_at_power(c, k_grid, 0.9) for c in curve])
-    k50 = np.stack([k_at_power(c, k_grid, 0.5) for c in curve])
+    k90 = k_at_power(curve, k_grid, 0.9)
+    k50 = k_at_power(curve, k_grid, 0.5)
     h, w = search.masks_.shape[-2:]
     mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
     shapes = [[shape_stats(m) for m in per_canvas] for per_canvas in search.binary_masks_]

@@ -110,11 +110,14 @@ def power_curve(
 
 
 def k_at_power(curve: np.ndarray, ks: Sequence[float], level: float = 0.9) -> np.ndarray:
-    """(T,) the pattern size at which predictive power first reaches `level`, interpolated in
-    log k between grid points (the first k when already reached there); NaN if never reached."""
+    """(...) the pattern size at which predictive power first reaches `level`, from curves
+    (..., len(ks)), interpolated in log k between grid points (the first k when already reached
+    there); NaN if never reached."""
     logk = np.log(np.asarray(ks, dtype=float))
-    out = np.full(len(curve), np.nan)
-    for i, row in enumerate(curve):
+    curve = np.asarray(curve, dtype=float)
+    out = np.full(curve.shape[:-1], np.nan)
+    for i in np.ndindex(out.shape):
+        row = curve[i]
         hit = np.flatnonzero(row >= level)
         if not len(hit):
             continue

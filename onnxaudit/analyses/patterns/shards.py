@@ -161,6 +161,28 @@ class Patterns:
         )
 
 
+def canvas_curve(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    patterns: Patterns,
+    v: int,
+    classes: Sequence[int],
+    k_grid: Sequence[float],
+) -> np.ndarray:
+    """(T, len(k_grid)) the power curve of canvas v's patterns of `classes` on x, y."""
+    return power_curve(
+        predict,
+        x,
+        y,
+        patterns.masks[v],
+        patterns.canvases[v],
+        classes,
+        k_grid,
+        patterns.pressure[v],
+    )
+
+
 def class_powers(
     predict: Callable[[np.ndarray], np.ndarray],
     x_eval: np.ndarray,
@@ -183,18 +205,7 @@ def class_powers(
                 predict, x_eval, y_eval, patterns.binary_masks[v], canvases, classes, num_classes
             )
         )
-        curves.append(
-            power_curve(
-                predict,
-                x_eval[few],
-                y_eval[few],
-                patterns.masks[v],
-                canvases,
-                classes,
-                k_grid,
-                patterns.pressure[v],
-            )
-        )
+        curves.append(canvas_curve(predict, x_eval[few], y_eval[few], patterns, v, classes, k_grid))
         if on_canvas is not None:
             on_canvas(v + 1, n_canvas)
     return np.stack(tables), np.stack(curves)

@@ -174,8 +174,7 @@ def pattern_size(curve: np.ndarray, k_grid: Sequence[float] = K_GRID) -> np.ndar
     """(V, T) the pattern size (fraction of the pixels) at which each canvas's pattern first
     sends SIZE_POWER of the other classes' images to its class, from its power curve
     (V, T, len(k_grid)); SIZE_CAP where it never does within the grid (censored)."""
-    curve = np.asarray(curve, dtype=float)
-    sizes = np.stack([k_at_power(per_canvas, k_grid, SIZE_POWER) for per_canvas in curve])
+    sizes = k_at_power(curve, k_grid, SIZE_POWER)
     return np.where(np.isnan(sizes), SIZE_CAP, sizes)
 
 
