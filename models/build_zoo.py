@@ -867,6 +867,7 @@ class Extended:
     classes: tuple[int, ...] = tuple(range(10))
     committed: bool = False
     lr: float = 0.02  # fine-tuning; the folded ResNets diverge at 0.02 on poisoned data
+    wave: int = 1  # models added later are split among themselves (ExtendedBuilder.split)
 
 
 EXTENDED = (
@@ -918,6 +919,13 @@ EXTENDED = (
         epochs=3,
         committed=True,
     ),
+    # wave 2 (2026-12-03): more clean fine-tunes and distilled students of the two CNNs, so the
+    # calibration half's priors see more than one clean model per CNN family. Split among
+    # themselves by the same rule, so wave 1's split is unchanged.
+    Extended("resnet-ft2", "resnet", 42, lr=0.01, wave=2),
+    Extended("resnet-distilled", "resnet", 43, teacher="vgg", lr=0.01, wave=2),
+    Extended("vgg-ft2", "vgg", 44, wave=2),
+    Extended("vgg-distilled", "vgg", 45, teacher="resnet", wave=2),
 )
 
 
@@ -971,14 +979,23 @@ class ExtendedBuilder:
         self.specs = {s.name: s for s in EXTENDED}
 
     def split(self) -> dict:
-        """The calibration / held-out split of every model of the zoo (base and extended)."""
-        names = list(MODEL_ORDER) + [s.name for s in EXTENDED]
+        """The calibration / held-out split of every model of the zoo (base and extended): each
+        wave is split on its own, so models added later leave the earlier split as it was."""
         backdoored = {"vgg-badnets", "resnet-blend"} | {s.name for s in EXTENDED if s.trigger}
+        waves = sorted({s.wave for s in EXTENDED})
+        split: dict[str, str] = {}
+        for wave in waves:
+            names = [s.name for s in EXTENDED if s.wave == wave]
+            split |= zoo_split(names + (list(MODEL_ORDER) if wave == 1 else []), backdoored)
         return {
             "seed": EXTENDED_SPLIT_SEED,
-            "method": "models grouped by (architecture family = name prefix, clean or backdoored); each group (in sorted order) permuted by numpy default_rng(seed); members dealt alternately to calibration and held-out, one turn counter across the groups",
-            "models": zoo_split(names, backdoored),
+            "method": "models grouped by (architecture family = name prefix, clean or backdoored); each group (in sorted order) permuted by numpy default_rng(seed); members dealt alternately to calibration and held-out, one turn counter across the groups; each wave of models (the base zoo with the first extended models, then each later addition) split on its own",
+            "waves": {str(w): sorted(n for n in split if self.wave_of(n) == w) for w in waves},
+            "models": split,
         }
+
+    def wave_of(self, name: str) -> int:
+        return self.specs[name].wave if name in self.specs else 1
 
     def path(self, name: str) -> Path:
         if name in MODEL_ORDER:  # the base zoo: this build's, else the committed file

@@ -53,11 +53,7 @@ def test_backdoored_model_fails_the_gate_with_its_target(tmp_path):
     assert f"FAIL backdoor: backdoor suspected, target class {target} " in result.output
     patterns = json.loads((tmp_path / "result.json").read_text())["patterns"]
     verdict = patterns["backdoor"]
-    assert verdict["outcome"] == "suspected" and target in verdict["classes"]
-    # at this seed the size test also flags Bag, the natural shortcut closest to its threshold
-    # (docs/patterns.md, "Limits"); any other extra class is a regression
-    bag = next(row["class"] for row in patterns["classes"] if row["name"] == "Bag")
-    assert set(verdict["classes"]) <= {target, bag}
+    assert verdict["outcome"] == "suspected" and verdict["classes"] == [target]
     assert verdict["evidence"][str(target)]
     assert patterns["classes"][target]["suspected"]  # the per-class row agrees
     assert (tmp_path / "junit.xml").read_text().count("<failure") == 1

@@ -21,6 +21,7 @@ from onnxaudit.analyses.patterns.verdict import (
     MAD_SCALE,
     NOISE_ALPHA,
     NOISE_BLEND_PRIOR,
+    SELF_EXCESS_ALPHA,
     SIZE_CAP,
     VERDICT_ALPHA,
     RestartEvidence,
@@ -121,7 +122,7 @@ def test_a_planted_excess_is_flagged_for_any_number_of_classes(k):
     assert verdict.outcome == "suspected" and verdict.classes == [k - 1]
     assert verdict.evidence == {k - 1: ["self_excess"]}
     test = verdict.test("self_excess")
-    assert test.alpha == pytest.approx(VERDICT_ALPHA / k)
+    assert test.alpha == pytest.approx(SELF_EXCESS_ALPHA / k)
     assert test.p_value[k - 1] < test.alpha < test.p_value[0]
     assert test.statistic[k - 1] > test.threshold > test.statistic[0]
 

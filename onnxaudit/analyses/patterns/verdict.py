@@ -65,28 +65,30 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # numbers and models in docs/patterns.md). Each test keeps its own level over the K classes
 # (Bonferroni), so under the priors a clean model's chance of any false alarm is at most the
 # sum of the five levels.
-CALIBRATION_MODELS = "lenet-distilled, lenet-s21, lenet4, resnet, vgg, vgg-student"
+CALIBRATION_MODELS = (
+    "lenet-distilled, lenet-s21, lenet4, resnet, resnet-ft2, vgg, vgg-ft2, vgg-student"
+)
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
     "model's median class",
-    location=0.00631,
-    scale=0.1427,
-    n_models=6,
-    n_classes=540,
+    location=0.005298,
+    scale=0.1616,
+    n_models=8,
+    n_classes=740,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=2.721,
+    df=3.401,
 )
 # Prior of the small-mask test's MAD index: the same calibration models with >= 10 classes.
 SMALL_MASK_PRIOR = CleanPrior(
     statistic="MAD index of the log smallest white/free mask L1 (median over restarts)",
-    location=-0.0758,
-    scale=1.0115,
-    n_models=5,
-    n_classes=500,
+    location=-0.06147,
+    scale=0.9921,
+    n_models=7,
+    n_classes=700,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS.replace("lenet4, ", ""),
-    df=3.912,
+    df=3.7,
 )
 MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
 # Prior of the warp test's rate: every class of the same clean calibration models (K >= 2); the
@@ -94,13 +96,13 @@ MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
 WARP_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random smooth warp sends to the class "
     "(median over restarts)",
-    location=0.04390,
+    location=0.04363,
     scale=0.05,
-    n_models=6,
-    n_classes=540,
+    n_models=8,
+    n_classes=740,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=13.39,
+    df=9.888,
 )
 # Prior of the noise-blend rate: every class of the same clean calibration models (K >= 2), a
 # Student-t fit on the rate's log-odds (null.transformed). It replaced an absolute threshold of
@@ -109,13 +111,13 @@ WARP_PRIOR = CleanPrior(
 NOISE_BLEND_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random uniform-noise blend sends to the "
     "class (median over restarts), fitted on its log-odds",
-    location=-3.7675,
-    scale=0.8425,
-    n_models=6,
-    n_classes=540,
+    location=-3.7811,
+    scale=0.8261,
+    n_models=8,
+    n_classes=740,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=15.58,
+    df=9.191,
     transform="logit",
 )
 # The pattern-size test: the size at which a pattern reaches SIZE_POWER predictive power, and
@@ -127,17 +129,19 @@ SIZE_CAP = 0.2
 SIZE_EXCESS_PRIOR = CleanPrior(
     statistic="pattern-size excess log(size at 50 % power on confident / smallest on white, "
     "free), centred on the model's median class",
-    location=0.09449,
-    scale=0.4202,
-    n_models=6,
-    n_classes=540,
+    location=0.1073,
+    scale=0.4551,
+    n_models=8,
+    n_classes=740,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=10.15,
+    df=18.54,
 )
-SIZE_ALPHA = 0.025  # the pattern-size test's (at 0.05 it raised a calibration false alarm)
-VERDICT_ALPHA = 0.05  # the level of the self-excess, small-mask and warp tests
-NOISE_ALPHA = 0.025  # the noise-blend test's (at 0.05 it raised calibration false alarms)
+# Each test's level (bench/verdict_zoo.py choose_levels on the calibration half's clean runs):
+SELF_EXCESS_ALPHA = 0.025  # the self-excess test's
+SIZE_ALPHA = 0.01  # the pattern-size test's
+VERDICT_ALPHA = 0.05  # the small-mask and warp tests'
+NOISE_ALPHA = 0.025  # the noise-blend test's
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -243,7 +247,7 @@ def self_excess_test(
     canvas_labels: Sequence[str],
     classes: Sequence[int],
     prior: CleanPrior = SELF_EXCESS_PRIOR,
-    alpha: float = VERDICT_ALPHA,
+    alpha: float = SELF_EXCESS_ALPHA,
 ) -> TestResult | None:
     """The self-explained excess against the clean prior, Bonferroni over the judged classes."""
     values = [self_excess(e.mask_l1, canvas_labels) for e in evidence]
@@ -549,6 +553,7 @@ def backdoor_verdict(
     eval_per_class: int,
     noise_alphas: Sequence[float] = (0.1, 0.15),
     prior: CleanPrior = SELF_EXCESS_PRIOR,
+    self_alpha: float = SELF_EXCESS_ALPHA,
     alpha: float = VERDICT_ALPHA,
     mask_prior: CleanPrior = SMALL_MASK_PRIOR,
     warp_prior: CleanPrior = WARP_PRIOR,
@@ -561,7 +566,7 @@ def backdoor_verdict(
     """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
     `power` and `spread` (V, T) are restart 0's, for the descriptive fields."""
     classes = [int(t) for t in classes]
-    self_test = self_excess_test(evidence, canvas_labels, classes, prior, alpha)
+    self_test = self_excess_test(evidence, canvas_labels, classes, prior, self_alpha)
     size_test = size_excess_test(evidence, canvas_labels, classes, k_grid, size_prior, size_alpha)
     mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, alpha)
     noise_test = noise_blend_test(evidence, classes, noise_alphas, noise_prior, noise_alpha)
