@@ -181,3 +181,17 @@ def test_committed_extended_models_match_their_record(name):
 def load_trigger_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     data = np.load(REPO / path)
     return data["mask"], data["pattern"]
+
+
+def test_split_covers_every_model_and_halves_each_wave() -> None:
+    # every model is in exactly one half, and each wave, split on its own, deals each of its
+    # (family, clean / backdoored) groups alternately: the halves differ by at most one model
+    split = ZOO["split"]
+    names = set(MODELS) | set(ZOO["extended"])
+    assert set(split["models"]) == names
+    assert set(split["models"].values()) == {"calibration", "held-out"}
+    waves = split["waves"]
+    assert sorted(n for wave in waves.values() for n in wave) == sorted(names)
+    for wave in waves.values():
+        halves = [split["models"][n] for n in wave]
+        assert abs(halves.count("calibration") - halves.count("held-out")) <= 1
