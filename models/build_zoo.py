@@ -982,20 +982,19 @@ class ExtendedBuilder:
         """The calibration / held-out split of every model of the zoo (base and extended): each
         wave is split on its own, so models added later leave the earlier split as it was."""
         backdoored = {"vgg-badnets", "resnet-blend"} | {s.name for s in EXTENDED if s.trigger}
-        waves = sorted({s.wave for s in EXTENDED})
         split: dict[str, str] = {}
-        for wave in waves:
+        waves: dict[str, list[str]] = {}
+        for wave in sorted({s.wave for s in EXTENDED}):
             names = [s.name for s in EXTENDED if s.wave == wave]
-            split |= zoo_split(names + (list(MODEL_ORDER) if wave == 1 else []), backdoored)
+            names += list(MODEL_ORDER) if wave == 1 else []
+            waves[str(wave)] = sorted(names)
+            split |= zoo_split(names, backdoored)
         return {
             "seed": EXTENDED_SPLIT_SEED,
             "method": "models grouped by (architecture family = name prefix, clean or backdoored); each group (in sorted order) permuted by numpy default_rng(seed); members dealt alternately to calibration and held-out, one turn counter across the groups; each wave of models (the base zoo with the first extended models, then each later addition) split on its own",
-            "waves": {str(w): sorted(n for n in split if self.wave_of(n) == w) for w in waves},
+            "waves": waves,
             "models": split,
         }
-
-    def wave_of(self, name: str) -> int:
-        return self.specs[name].wave if name in self.specs else 1
 
     def path(self, name: str) -> Path:
         if name in MODEL_ORDER:  # the base zoo: this build's, else the committed file
