@@ -30,6 +30,7 @@ from onnxaudit.analyses.patterns.analyse import DEFAULT_RESTARTS
 from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior, transformed
 from onnxaudit.analyses.patterns.verdict import (
     MIN_MASK_CLASSES,
+    POOLED_TESTS,
     TestResult,
     anomaly_index,
     centred,
@@ -135,7 +136,10 @@ def run_tests(row: dict, priors: Priors, levels: Levels) -> list[TestResult]:
         "warp": np.asarray(row["tests"]["warp"]),
         "noise_blend": np.asarray(row["tests"]["noise_blend"]),
     }
-    statistic = {name: over_restarts(values) for name, values in per_restart.items()}
+    statistic = {
+        name: over_restarts(values, pooled=name in POOLED_TESTS)
+        for name, values in per_restart.items()
+    }
     index = small_mask_index(row)
     if index is not None:
         per_restart["small_mask"], statistic["small_mask"] = row["tests"]["small_mask"], index
@@ -262,9 +266,9 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
             "power on confident / smallest on white, free)"),
         fit(indexed, "MAD index of the log smallest white/free mask L1 (median over restarts)"),
         fit(restart_median("warp"), "share of other-class held-out images a random smooth warp "
-            "sends to the class (median over restarts)"),
+            "sends to the class (pooled over restarts)"),
         fit(restart_median("noise_blend"), "share of other-class held-out images a uniform-noise "
-            "blend sends to the class (median over restarts), on its log-odds", "logit"),
+            "blend sends to the class (pooled over restarts), on its log-odds", "logit"),
     )  # fmt: skip
 
 
@@ -338,9 +342,13 @@ def summary(halves: dict) -> str:
 
 
 def seed_median(runs: list[dict], test: str, centre: bool = False) -> np.ndarray:
-    """(T,) a test's per-class statistic: median over restarts, then over the seeds."""
+    """(T,) a test's per-class statistic: over the restarts as the verdict takes it (median,
+    or pooled for the rates), then the median over the seeds."""
     per_run = [np.asarray(r["tests"][test], dtype=float) for r in runs]
-    return np.median([over_restarts(centred(v) if centre else v) for v in per_run], axis=0)
+    pooled = test in POOLED_TESTS
+    return np.median(
+        [over_restarts(centred(v) if centre else v, pooled=pooled) for v in per_run], axis=0
+    )
 
 
 def target_and_top(values: np.ndarray | None, target: int | None, digits: int = 2) -> str:

@@ -19,11 +19,12 @@ from onnxaudit.analyses.patterns.restarts import restart_seeds, spread
 from onnxaudit.analyses.patterns.settings import validate_pattern_settings
 from onnxaudit.analyses.patterns.verdict import (
     MAD_SCALE,
+    MASK_ALPHA,
     NOISE_ALPHA,
     NOISE_BLEND_PRIOR,
     SELF_EXCESS_ALPHA,
     SIZE_CAP,
-    VERDICT_ALPHA,
+    WARP_ALPHA,
     RestartEvidence,
     backdoor_verdict,
     noise_blend_test,
@@ -158,7 +159,7 @@ def test_small_mask_fires_on_a_far_outlier_with_a_stated_threshold():
     )
     assert verdict.classes == [8] and verdict.evidence == {8: ["small_mask"]}
     test = verdict.test("small_mask")
-    level = bonferroni(VERDICT_ALPHA, 10)
+    level = bonferroni(MASK_ALPHA, 10)
     assert test.threshold == pytest.approx(stats.norm.isf(level))  # MASK_PRIOR: unit normal
     assert test.alpha == pytest.approx(level) and test.p_value[8] < level
     assert test.statistic[8] > 5 and test.fired == [8]
@@ -199,9 +200,9 @@ def test_warp_fires_on_a_warp_target_at_the_priors_threshold_for_any_k(k):
     rates[1] = 0.45  # vgg-wanet's target receives 0.42-0.49 of the warped images
     restarts = [evidence(s, np.full((3, k), 0.04), np.zeros(k), rates) for s in range(3)]
     test = warp_test(restarts, list(range(k)), WARP_PRIOR)
-    threshold = WARP_PRIOR.threshold(k, VERDICT_ALPHA)
+    threshold = WARP_PRIOR.threshold(k, WARP_ALPHA)
     assert test.fired == [1] and test.threshold == pytest.approx(threshold)
-    assert test.p_value[1] < VERDICT_ALPHA / k < test.p_value[0]
+    assert test.p_value[1] < WARP_ALPHA / k < test.p_value[0]
     assert verdict_for(restarts, list(range(k))).evidence == {1: ["warp"]}
     calm = [evidence(s, e.mask_l1, e.noise_rate, np.full(k, 0.12)) for s, e in enumerate(restarts)]
     assert warp_test(calm, list(range(k)), WARP_PRIOR).fired == []  # a clean attractor (<= 0.13)
@@ -221,6 +222,22 @@ def test_noise_blend_fires_at_its_priors_threshold_even_with_two_classes():
         assert noise_blend_test(near, [0, 1], (0.1,)).fired == fires
     # a clean attractor (Shirt on the zoo's ResNets: <= 0.25 of the others) stays under
     assert 0.25 < NOISE_BLEND_PRIOR.threshold(10, NOISE_ALPHA) < 0.5
+
+
+def test_the_rate_tests_pool_the_restarts_the_search_tests_take_their_median():
+    """A rate just above the threshold at two restarts of three and well under it at the third:
+    the pooled rate (their mean) is under it, although the median is above; the excess of
+    the same shape is judged by its median, which one restart cannot move."""
+    threshold = NOISE_BLEND_PRIOR.threshold(2, NOISE_ALPHA)
+    rates = [threshold + 0.02, threshold + 0.02, threshold - 0.2]
+    restarts = [evidence_for([0.5, 0.5], s, noise=[0.0, r]) for s, r in enumerate(rates)]
+    test = noise_blend_test(restarts, [0, 1], (0.1,))
+    assert test.statistic[1] == pytest.approx(np.mean(rates))
+    assert test.fired == [] and "pooled over 3 restarts" in test.rule
+    assert np.median(rates) > threshold  # the median would have fired
+    excess = verdict_for(restarts, [0, 1]).test("self_excess")
+    assert "median over 3 restarts" in excess.rule
+    assert excess.statistic == pytest.approx(np.median(excess.restarts, axis=0))
 
 
 def test_logit_prior_round_trips_rates_and_recovers_a_known_fit():

@@ -29,7 +29,9 @@ shortcut already (a patch planted on Bag). The fifth is for warping triggers (Wa
 have no mask and add no pixels: the share of other-class images that random smooth warps send
 to the class (warp.py), against a prior of that rate over the clean calibration models' classes
 (K >= 2). The search runs several times (restarts: own
-split, batches and noise each); each test uses the median over restarts, and a class is
+split, batches and noise each); the search's statistics are taken as their median over the
+restarts (a restart whose search did not converge is outvoted), the probes' rates pooled over
+them (their mean: each restart's rate is a share of as many held-out images), and a class is
 suspected when any test fires (the family level is split by Bonferroni over the classes, per
 test).
 
@@ -62,7 +64,8 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # audit defaults (each restart on its own images; seeds 0-9 of each model), a Student-t fit; and
 # the level of each test, the largest of 0.05, 0.025, 0.01, 0.005 at which that test raises no
 # false alarm on the calibration half's clean runs (bench/verdict_zoo.py report --heavy-tails;
-# numbers and models in docs/patterns.md). Each test keeps its own level over the K classes
+# numbers and models in docs/patterns.md; tests/test_verdict_calibration.py refits them all from
+# the committed evidence and fails when these copies differ). Each test keeps its own level over the K classes
 # (Bonferroni), so under the priors a clean model's chance of any false alarm is at most the
 # sum of the five levels.
 CALIBRATION_MODELS = (
@@ -95,14 +98,14 @@ MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
 # fitted scale is under fit_prior's floor of 0.05, which is kept (a wider null).
 WARP_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random smooth warp sends to the class "
-    "(median over restarts)",
-    location=0.04363,
+    "(pooled over restarts)",
+    location=0.04809,
     scale=0.05,
     n_models=8,
     n_classes=740,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=9.888,
+    df=174.8,
 )
 # Prior of the noise-blend rate: every class of the same clean calibration models (K >= 2), a
 # Student-t fit on the rate's log-odds (null.transformed). It replaced an absolute threshold of
@@ -110,14 +113,14 @@ WARP_PRIOR = CleanPrior(
 # rings: 0.28-0.46) of the calibration half.
 NOISE_BLEND_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random uniform-noise blend sends to the "
-    "class (median over restarts), fitted on its log-odds",
-    location=-3.7811,
-    scale=0.8261,
+    "class (pooled over restarts), fitted on its log-odds",
+    location=-3.7618,
+    scale=0.7321,
     n_models=8,
     n_classes=740,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=9.191,
+    df=5.667,
     transform="logit",
 )
 # The pattern-size test: the size at which a pattern reaches SIZE_POWER predictive power, and
@@ -140,8 +143,9 @@ SIZE_EXCESS_PRIOR = CleanPrior(
 # Each test's level (bench/verdict_zoo.py choose_levels on the calibration half's clean runs):
 SELF_EXCESS_ALPHA = 0.025  # the self-excess test's
 SIZE_ALPHA = 0.01  # the pattern-size test's
-VERDICT_ALPHA = 0.05  # the small-mask and warp tests'
-NOISE_ALPHA = 0.025  # the noise-blend test's
+MASK_ALPHA = 0.05  # the small-mask test's
+WARP_ALPHA = 0.025  # the warp test's
+NOISE_ALPHA = 0.05  # the noise-blend test's
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -152,9 +156,16 @@ def anomaly_index(values: np.ndarray) -> np.ndarray:
     return (median - values) / max(mad, 1e-3)
 
 
-def over_restarts(per_restart: np.ndarray) -> np.ndarray:
-    """(T,) a test's statistic from its (R, T) values at each restart: their median."""
-    return np.median(np.asarray(per_restart, dtype=float), axis=0)
+POOLED_TESTS = frozenset({"warp", "noise_blend"})  # rates of a probe: pooled over restarts
+
+
+def over_restarts(per_restart: np.ndarray, pooled: bool = False) -> np.ndarray:
+    """(T,) a test's statistic from its (R, T) values at each restart: their median for the
+    search's statistics (one restart whose search did not converge is outvoted), their mean when
+    `pooled` (a probe's rates: each restart's is a share of as many held-out images, so the mean
+    is the rate over all the restarts' images, less noisy than any one restart's or the median)."""
+    values = np.asarray(per_restart, dtype=float)
+    return values.mean(axis=0) if pooled else np.median(values, axis=0)
 
 
 def real_and_any_canvases(canvas_labels: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -215,7 +226,7 @@ class RestartEvidence:
 
 @dataclass
 class TestResult:
-    """One test of the verdict: its per-class statistic (median over restarts) and threshold."""
+    """One test of the verdict: its per-class statistic (over the restarts) and threshold."""
 
     name: str
     statistic: np.ndarray  # (T,)
@@ -303,14 +314,16 @@ def prior_test(
     prior: CleanPrior,
     alpha: float,
 ) -> TestResult:
-    """A test whose per-class `statistic` (median over the restarts) is judged against a fitted
-    clean `prior`: a class fires when its upper-tail p-value is below alpha / K (Bonferroni)."""
+    """A test whose per-class `statistic` (over the restarts, as `over_restarts` takes it) is
+    judged against a fitted clean `prior`: a class fires when its upper-tail p-value is below
+    alpha / K (Bonferroni)."""
     level = bonferroni(alpha, len(classes))
     p = prior.p_values(statistic)
     threshold = prior.threshold(len(classes), alpha)
     fired = [int(t) for t, pv in zip(classes, p, strict=True) if pv < level]
     rule = (
-        f"{description} (median over {len(per_restart)} restarts) has p < {alpha:g}/"
+        f"{description} ({'pooled' if name in POOLED_TESTS else 'median'} over "
+        f"{len(per_restart)} restarts) has p < {alpha:g}/"
         f"{len(classes)} under the clean prior, i.e. {symbol} > {threshold:.3f}"
     )
     return TestResult(
@@ -343,7 +356,7 @@ def small_mask_test(
     canvas_labels: Sequence[str],
     classes: Sequence[int],
     prior: CleanPrior = SMALL_MASK_PRIOR,
-    alpha: float = VERDICT_ALPHA,
+    alpha: float = MASK_ALPHA,
 ) -> TestResult | None:
     """Neural Cleanse's outlier test with a calibrated null and the restarts' median: the MAD
     index of each class's log smallest white/free mask L1 (median over restarts), against the
@@ -370,7 +383,7 @@ def warp_test(
     evidence: Sequence[RestartEvidence],
     classes: Sequence[int],
     prior: CleanPrior = WARP_PRIOR,
-    alpha: float = VERDICT_ALPHA,
+    alpha: float = WARP_ALPHA,
 ) -> TestResult:
     """The random-warp rate (warp.py) against the clean prior, Bonferroni over the judged
     classes: a warping trigger (WaNet) has no mask and adds no pixels, so neither the pattern
@@ -415,12 +428,11 @@ def rate_test(
     prior: CleanPrior,
     alpha: float,
 ) -> TestResult:
-    """A universal probe's per-restart class rates (R x (T,)), their median judged against the
-    prior."""
+    """A universal probe's per-restart class rates (R x (T,)), pooled over the restarts and
+    judged against the prior."""
     per_restart = np.stack([np.asarray(r, dtype=float) for r in rates])
-    return prior_test(
-        name, description, "rate", over_restarts(per_restart), per_restart, classes, prior, alpha
-    )
+    statistic = over_restarts(per_restart, pooled=True)
+    return prior_test(name, description, "rate", statistic, per_restart, classes, prior, alpha)
 
 
 @dataclass
@@ -554,9 +566,10 @@ def backdoor_verdict(
     noise_alphas: Sequence[float] = (0.1, 0.15),
     prior: CleanPrior = SELF_EXCESS_PRIOR,
     self_alpha: float = SELF_EXCESS_ALPHA,
-    alpha: float = VERDICT_ALPHA,
     mask_prior: CleanPrior = SMALL_MASK_PRIOR,
+    mask_alpha: float = MASK_ALPHA,
     warp_prior: CleanPrior = WARP_PRIOR,
+    warp_alpha: float = WARP_ALPHA,
     noise_prior: CleanPrior = NOISE_BLEND_PRIOR,
     noise_alpha: float = NOISE_ALPHA,
     size_prior: CleanPrior = SIZE_EXCESS_PRIOR,
@@ -568,9 +581,9 @@ def backdoor_verdict(
     classes = [int(t) for t in classes]
     self_test = self_excess_test(evidence, canvas_labels, classes, prior, self_alpha)
     size_test = size_excess_test(evidence, canvas_labels, classes, k_grid, size_prior, size_alpha)
-    mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, alpha)
+    mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, mask_alpha)
     noise_test = noise_blend_test(evidence, classes, noise_alphas, noise_prior, noise_alpha)
-    warp = warp_test(evidence, classes, warp_prior, alpha)
+    warp = warp_test(evidence, classes, warp_prior, warp_alpha)
     tests = [t for t in (self_test, size_test, mask_test, noise_test, warp) if t is not None]
     flagged = sorted({t for test in tests for t in test.fired})
     never = sorted(set(range(num_classes)) - set(classes))

@@ -1,0 +1,70 @@
+"""The verdict's shipped priors and levels are a refit of the committed evidence.
+
+verdict.py carries the clean priors and each test's level as constants, copied from `python
+bench/verdict_zoo.py report bench/verdict-zoo/evidence.jsonl --heavy-tails` (which fits them on
+the calibration half's clean runs and picks the levels there). This refits both from the same
+evidence file and the zoo's recorded split, so a copy left stale after a refit fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from onnxaudit.analyses.patterns import verdict
+
+REPO = Path(__file__).resolve().parents[1]
+EVIDENCE = REPO / "bench" / "verdict-zoo" / "evidence.jsonl"
+
+
+def verdict_zoo() -> ModuleType:
+    """bench/verdict_zoo.py as a module (registered, so its dataclasses resolve)."""
+    spec = importlib.util.spec_from_file_location("verdict_zoo", REPO / "bench" / "verdict_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["verdict_zoo"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def refit():
+    bench = verdict_zoo()
+    rows = bench.load_rows([EVIDENCE])
+    split = bench.zoo_split()
+    priors = bench.fit_priors(rows, split, heavy_tails=True)
+    levels = bench.choose_levels([r for r in rows if split[r["model"]] == "calibration"], priors)
+    return priors, levels
+
+
+SHIPPED = {
+    "self_excess": verdict.SELF_EXCESS_PRIOR,
+    "size_excess": verdict.SIZE_EXCESS_PRIOR,
+    "small_mask": verdict.SMALL_MASK_PRIOR,
+    "warp": verdict.WARP_PRIOR,
+    "noise_blend": verdict.NOISE_BLEND_PRIOR,
+}
+LEVELS = {
+    "self_excess": verdict.SELF_EXCESS_ALPHA,
+    "size_excess": verdict.SIZE_ALPHA,
+    "small_mask": verdict.MASK_ALPHA,
+    "warp": verdict.WARP_ALPHA,
+    "noise_blend": verdict.NOISE_ALPHA,
+}
+
+
+@pytest.mark.parametrize("test", list(SHIPPED))
+def test_shipped_prior_is_the_refit_of_the_committed_evidence(refit, test):
+    fitted, shipped = refit[0].of(test), SHIPPED[test]
+    assert (shipped.n_models, shipped.n_classes) == (fitted.n_models, fitted.n_classes)
+    assert shipped.transform == fitted.transform
+    assert shipped.location == pytest.approx(fitted.location, rel=1e-3, abs=1e-4)
+    assert shipped.scale == pytest.approx(fitted.scale, rel=1e-3)
+    assert shipped.df == pytest.approx(fitted.df, rel=1e-3)
+
+
+def test_shipped_levels_are_the_ones_chosen_on_the_calibration_half(refit):
+    assert LEVELS == refit[1]
