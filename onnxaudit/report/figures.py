@@ -162,7 +162,7 @@ def patterns_chart(result: Mapping[str, Any]) -> Figure | None:
 
 
 def verdict_tests_chart(result: Mapping[str, Any]) -> Figure | None:
-    """Each verdict test's statistic per class (median over restarts) against its threshold;
+    """Each verdict test's statistic per class (over the restarts) against its threshold;
     red: the classes that test fired for."""
     patterns = result.get("patterns") or {}
     classes = patterns.get("classes") or []

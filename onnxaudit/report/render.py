@@ -133,8 +133,9 @@ def _builtin(fig: Any, title: str, caption: str = "") -> list[EmbeddedFigure]:
 # Captions that say which chart is the verdict's and which is only descriptive, so a red bar
 # under the anomaly index's line (or a blue one over it) is explained where it is drawn.
 TESTS_CAPTION = (
-    "Each test of the verdict: its per-class statistic (median over the restarts) and the "
-    "threshold above which it fires; red: the classes it fired for. These decide the verdict."
+    "Each test of the verdict: its per-class statistic (the median over the restarts; the rates "
+    "pooled over them) and the threshold above which it fires; red: the classes it fired for. "
+    "These decide the verdict."
 )
 PATTERNS_CAPTION = (
     "Red: the classes the verdict flags, whichever of its tests fired (see the table). The "

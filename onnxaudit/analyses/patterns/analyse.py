@@ -134,7 +134,7 @@ class PatternsResult:
         }
 
     def _test_rows(self, ti: int) -> dict[str, float | None]:
-        """Each test's statistic (median over restarts), p-value and threshold for class ti."""
+        """Each test's statistic (over the restarts), p-value and threshold for class ti."""
         row: dict[str, float | None] = {}
         for test in self.verdict.tests:
             row[f"{test.name}"] = float(test.statistic[ti])
