@@ -36,6 +36,7 @@ from onnxaudit.analyses.patterns.verdict import (
     centred,
     over_restarts,
     prior_test,
+    spread_rate,
 )
 from onnxaudit.model import prepare_model
 from onnxaudit.settings import PATTERN_EPOCHS
@@ -137,7 +138,9 @@ def run_tests(row: dict, priors: Priors, levels: Levels) -> list[TestResult]:
         "noise_blend": np.asarray(row["tests"]["noise_blend"]),
     }
     statistic = {
-        name: over_restarts(values, pooled=name in POOLED_TESTS)
+        name: spread_rate(values, row["num_classes"])
+        if name in POOLED_TESTS
+        else over_restarts(values)
         for name, values in per_restart.items()
     }
     index = small_mask_index(row)
@@ -258,6 +261,9 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
     def restart_median(test: str, centre: bool = False) -> dict[str, np.ndarray]:
         return {key(r): seed_median([r], test, centre) for r in clean}
 
+    def spread(test: str) -> dict[str, np.ndarray]:
+        return {key(r): spread_rate(r["tests"][test], r["num_classes"]) for r in clean}
+
     indexed = {key(r): i for r in clean if (i := small_mask_index(r)) is not None}
     return Priors(
         fit(restart_median("self_excess", centre=True), "self-explained excess: log(L1 "
@@ -265,10 +271,10 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
         fit(restart_median("size_excess", centre=True), "pattern-size excess: log(size at 50 % "
             "power on confident / smallest on white, free)"),
         fit(indexed, "MAD index of the log smallest white/free mask L1 (median over restarts)"),
-        fit(restart_median("warp"), "share of other-class held-out images a random smooth warp "
-            "sends to the class (pooled over restarts)"),
-        fit(restart_median("noise_blend"), "share of other-class held-out images a uniform-noise "
-            "blend sends to the class (pooled over restarts), on its log-odds", "logit"),
+        fit(spread("warp"), "share of other-class held-out images a random smooth warp sends "
+            "to the class (pooled over restarts), times K - 1"),
+        fit(spread("noise_blend"), "share of other-class held-out images a uniform-noise blend "
+            "sends to the class (pooled over restarts), times K - 1, on its log", "log"),
     )  # fmt: skip
 
 

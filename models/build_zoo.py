@@ -714,6 +714,8 @@ class Zoo:
 
 EXTENDED_SPLIT_SEED = 2024
 FOUR_CLASSES = (0, 1, 7, 8)  # T-shirt/top, Trouser, Sneaker, Bag: a 4-class label space
+PULLOVER_COAT = (2, 4)  # a hard two-class pair (they look alike)
+SANDAL_BOOT = (5, 9)  # an easy two-class pair
 LENET_DESC = "LeNet: conv5x5(6)-ReLU-maxpool, conv5x5(16)-ReLU-maxpool, Linear(256,120)-ReLU-Linear(120,84)-ReLU-Linear(84,K), no BatchNorm"
 
 
@@ -926,6 +928,31 @@ EXTENDED = (
     Extended("resnet-distilled", "resnet", 43, teacher="vgg", lr=0.01, wave=2),
     Extended("vgg-ft2", "vgg", 44, wave=2),
     Extended("vgg-distilled", "vgg", 45, teacher="resnet", wave=2),
+    # wave 3 (2026-12-03, afternoon): two-class models (a binary classifier, the smallest K the
+    # verdict judges), two clean LeNets on a hard and an easy pair of classes and a patch
+    # backdoor in each. Split among themselves by the same rule.
+    Extended("lenet2-s46", "lenet", 46, epochs=3, classes=PULLOVER_COAT, wave=3),
+    Extended("lenet2-s50", "lenet", 50, epochs=3, classes=SANDAL_BOOT, wave=3),
+    Extended(
+        "lenet2-patch-white3-tl",
+        "lenet2-s46",
+        48,
+        lambda: patch_trigger(3, 1, 1, "solid"),
+        1,
+        classes=PULLOVER_COAT,
+        epochs=3,
+        wave=3,
+    ),
+    Extended(
+        "lenet2-patch-checker4-br",
+        "lenet2-s50",
+        49,
+        lambda: patch_trigger(4, 23, 23, "checker"),
+        0,
+        classes=SANDAL_BOOT,
+        epochs=3,
+        wave=3,
+    ),
 )
 
 

@@ -29,7 +29,7 @@ def zoo_split() -> dict[str, str]:
 
 
 def model_data(entry: dict, per_class: int | None, seed: int) -> Dataset:
-    """The committed subset's images of the model's classes (relabelled 0..K-1 for the 4-class
+    """The committed subset's images of the model's classes (relabelled 0..K-1 for the 4- and 2-class
     models), `per_class` of each drawn with `seed` (all when None)."""
     full = load_dataset(SUBSET)
     names = entry.get("classes") or full.classes

@@ -8,7 +8,7 @@ from scipy import stats
 
 from onnxaudit.analyses.patterns.evaluate import K_GRID
 from onnxaudit.analyses.patterns.null import (
-    LOGIT_EPS,
+    RATE_EPS,
     CleanPrior,
     bonferroni,
     fit_prior,
@@ -34,13 +34,15 @@ from onnxaudit.analyses.patterns.verdict import (
     size_excess,
     size_excess_test,
     small_mask_test,
+    spread_rate,
     warp_test,
 )
 from onnxaudit.errors import AuditError
 
 CANVASES = ["confident", "white", "free"]
 PRIOR = CleanPrior("excess", location=0.0, scale=0.2, n_models=5, n_classes=50, source="test")
-WARP_PRIOR = CleanPrior("rate", location=0.04, scale=0.05, n_models=5, n_classes=50, source="test")
+# on the scale of the rate times K - 1 (spread_rate), like the shipped one
+WARP_PRIOR = CleanPrior("rate", location=0.4, scale=0.3, n_models=5, n_classes=50, source="test")
 MASK_PRIOR = CleanPrior("index", location=0.0, scale=1.0, n_models=5, n_classes=50, source="test")
 # log mask L1 offsets of 10 ordinary classes: no class is a MAD outlier (largest index 1.6)
 QUIET = (np.zeros(10), np.zeros(10))  # noise-blend and warp rates of no class
@@ -194,50 +196,84 @@ def test_the_median_over_restarts_ignores_one_wild_restart():
     assert test.to_dict()["spread"][2] == pytest.approx(2.5)
 
 
-@pytest.mark.parametrize("k", [2, 10])
-def test_warp_fires_on_a_warp_target_at_the_priors_threshold_for_any_k(k):
+@pytest.mark.parametrize("k", [4, 10])
+def test_warp_fires_on_a_warp_target_at_the_priors_threshold(k):
     rates = np.full(k, 0.04)
-    rates[1] = 0.45  # vgg-wanet's target receives 0.42-0.49 of the warped images
+    rates[1] = 0.6  # vgg-wanet's target receives 0.42-0.49 of the warped images of 9 classes
     restarts = [evidence(s, np.full((3, k), 0.04), np.zeros(k), rates) for s in range(3)]
-    test = warp_test(restarts, list(range(k)), WARP_PRIOR)
+    test = warp_test(restarts, list(range(k)), k, WARP_PRIOR)
     threshold = WARP_PRIOR.threshold(k, WARP_ALPHA)
+    assert test.statistic[1] == pytest.approx(0.6 * (k - 1))  # the rate times K - 1
     assert test.fired == [1] and test.threshold == pytest.approx(threshold)
     assert test.p_value[1] < WARP_ALPHA / k < test.p_value[0]
     assert verdict_for(restarts, list(range(k))).evidence == {1: ["warp"]}
     calm = [evidence(s, e.mask_l1, e.noise_rate, np.full(k, 0.12)) for s, e in enumerate(restarts)]
-    assert warp_test(calm, list(range(k)), WARP_PRIOR).fired == []  # a clean attractor (<= 0.13)
+    assert warp_test(calm, list(range(k)), k, WARP_PRIOR).fired == []  # a clean attractor
 
 
-def test_noise_blend_fires_at_its_priors_threshold_even_with_two_classes():
-    restarts = [evidence_for([0.5, 0.5], s, noise=[0.05, 0.9]) for s in range(3)]
-    verdict = verdict_for(restarts, [0, 1])
+def test_the_rates_are_judged_times_k_minus_one():
+    """The same rate is a stronger sign among more classes: a 2-class model's one other class
+    receives every flip (clean two-class LeNets: warp rates 0.3-0.5), a 10-class model's a
+    ninth of them on average."""
+    assert spread_rate(np.array([[0.3], [0.5]]), 2) == pytest.approx([0.4])
+    assert spread_rate(np.array([[0.03], [0.05]]), 10) == pytest.approx([0.36])
+    rates = np.array([0.02, 0.4])
+    two = [evidence(s, np.full((3, 2), 0.04), np.zeros(2), rates) for s in range(3)]
+    ten = [
+        evidence(s, np.full((3, 10), 0.04), np.zeros(10), np.r_[rates, np.full(8, 0.02)])
+        for s in range(3)
+    ]
+    assert warp_test(two, [0, 1], 2, WARP_PRIOR).fired == []  # ordinary for a binary model
+    assert warp_test(ten, list(range(10)), 10, WARP_PRIOR).fired == [1]
+
+
+def test_noise_blend_fires_at_its_priors_threshold_with_four_classes():
+    restarts = [evidence_for([0.5] * 4, s, noise=[0.05, 0.9, 0.0, 0.0]) for s in range(3)]
+    verdict = verdict_for(restarts, range(4))
     assert verdict.classes == [1] and verdict.evidence == {1: ["noise_blend"]}
-    test = noise_blend_test(restarts, [0, 1], (0.1,))
-    threshold = NOISE_BLEND_PRIOR.threshold(2, NOISE_ALPHA)
+    test = noise_blend_test(restarts, list(range(4)), 4, (0.1,))
+    threshold = NOISE_BLEND_PRIOR.threshold(4, NOISE_ALPHA)
     assert test.fired == [1] and test.threshold == pytest.approx(threshold)
-    assert test.p_value[1] < NOISE_ALPHA / 2 < test.p_value[0]
-    # just above and just under the threshold, a rate in [0, 1] (the prior is on its log-odds)
-    for rate, fires in ((threshold + 0.01, [1]), (threshold - 0.01, [])):
-        near = [evidence_for([0.5, 0.5], s, noise=[0.0, rate]) for s in range(3)]
-        assert noise_blend_test(near, [0, 1], (0.1,)).fired == fires
+    assert test.p_value[1] < NOISE_ALPHA / 4 < test.p_value[0]
+    # just above and just under the threshold (the prior is on the log of the rate times 3)
+    for rate, fires in ((threshold / 3 + 0.01, [1]), (threshold / 3 - 0.01, [])):
+        near = [evidence_for([0.5] * 4, s, noise=[0.0, rate, 0.0, 0.0]) for s in range(3)]
+        assert noise_blend_test(near, list(range(4)), 4, (0.1,)).fired == fires
     # a clean attractor (Shirt on the zoo's ResNets: <= 0.25 of the others) stays under
-    assert 0.25 < NOISE_BLEND_PRIOR.threshold(10, NOISE_ALPHA) < 0.5
+    assert 0.25 < NOISE_BLEND_PRIOR.threshold(10, NOISE_ALPHA) / 9 < 0.5
+
+
+def test_a_two_class_verdict_without_suspects_is_inconclusive_naming_the_rate_tests():
+    """Under the clean priors both rate tests' thresholds need a rate above 1 for K = 2: they
+    cannot flag a class, so a quiet binary model is not called clear."""
+    restarts = [evidence_for([0.5, 0.5], s, noise=[0.05, 1.0]) for s in range(3)]
+    verdict = verdict_for(restarts, [0, 1])
+    assert verdict.outcome == "inconclusive" and verdict.classes == []
+    assert [r.split()[1] for r in verdict.reasons] == ["noise_blend", "warp"]
+    assert "2-class model" in verdict.reasons[0]
+    assert verdict_for(restarts[:2] * 2, range(2)).outcome == "inconclusive"
 
 
 def test_the_rate_tests_pool_the_restarts_the_search_tests_take_their_median():
     """A rate just above the threshold at two restarts of three and well under it at the third:
     the pooled rate (their mean) is under it, although the median is above; the excess of
     the same shape is judged by its median, which one restart cannot move."""
-    threshold = NOISE_BLEND_PRIOR.threshold(2, NOISE_ALPHA)
+    threshold = NOISE_BLEND_PRIOR.threshold(4, NOISE_ALPHA) / 3  # on the rate's scale
     rates = [threshold + 0.02, threshold + 0.02, threshold - 0.2]
-    restarts = [evidence_for([0.5, 0.5], s, noise=[0.0, r]) for s, r in enumerate(rates)]
-    test = noise_blend_test(restarts, [0, 1], (0.1,))
-    assert test.statistic[1] == pytest.approx(np.mean(rates))
+    restarts = [evidence_for([0.5] * 4, s, noise=[0.0, r, 0.0, 0.0]) for s, r in enumerate(rates)]
+    test = noise_blend_test(restarts, list(range(4)), 4, (0.1,))
+    assert test.statistic[1] == pytest.approx(3 * np.mean(rates))
     assert test.fired == [] and "pooled over 3 restarts" in test.rule
     assert np.median(rates) > threshold  # the median would have fired
-    excess = verdict_for(restarts, [0, 1]).test("self_excess")
+    excess = verdict_for(restarts, range(4)).test("self_excess")
     assert "median over 3 restarts" in excess.rule
     assert excess.statistic == pytest.approx(np.median(excess.restarts, axis=0))
+
+
+def test_log_prior_round_trips():
+    values = np.array([0.0, 0.3, 2.5, 9.0])
+    back = [untransformed(v, "log") for v in transformed(values, "log")]
+    np.testing.assert_allclose(back, values, atol=1e-12)
 
 
 def test_logit_prior_round_trips_rates_and_recovers_a_known_fit():
@@ -245,7 +281,7 @@ def test_logit_prior_round_trips_rates_and_recovers_a_known_fit():
     back = [untransformed(v, "logit") for v in transformed(rates, "logit")]
     np.testing.assert_allclose(back, rates, atol=1e-12)
     log_odds = np.random.default_rng(2).normal(-3.0, 0.8, 4000)
-    rate = (np.exp(log_odds) * (1 + LOGIT_EPS) - LOGIT_EPS) / (1 + np.exp(log_odds))
+    rate = (np.exp(log_odds) * (1 + RATE_EPS) - RATE_EPS) / (1 + np.exp(log_odds))
     prior = fit_prior(rate, 40, "rate", "synthetic", transform="logit")
     assert prior.location == pytest.approx(-3.0, abs=0.05)
     assert prior.scale == pytest.approx(0.8, abs=0.05)

@@ -129,7 +129,7 @@ def test_each_suspected_class_has_its_trigger_and_the_test_that_fired(suspected,
         f"fitted on {SELF_EXCESS_PRIOR.n_classes} classes of {SELF_EXCESS_PRIOR.n_models} models",
         "Suspected target: class 1 (Dress)",
         "noise_blend",
-        "0.900",
+        f"{noise.statistic[1]:.3f}",  # the rate 0.9 times K - 1 = 4
         f"{noise.threshold:.3f}",
         f"fitted on {NOISE_BLEND_PRIOR.n_classes} classes of {NOISE_BLEND_PRIOR.n_models} models",
     ):
@@ -143,7 +143,11 @@ def test_rows_are_flagged_iff_the_verdict_flags_them_and_say_why(suspected, susp
         re.findall(r'<td class="num">(\d)</td>\s*<td>[^<]*</td>(.*?)</tr>', suspected_html, re.S)
     )
     threshold = suspected.verdict.test("noise_blend").threshold
-    assert f"suspected target: noise_blend 0.900, above its threshold {threshold:.3f}" in rows["1"]
+    noise = suspected.verdict.test("noise_blend").statistic[1]  # 0.9 times K - 1 = 4
+    assert (
+        f"suspected target: noise_blend {noise:.3f}, above its threshold {threshold:.3f}"
+        in rows["1"]
+    )
     assert "is under the line at 2: that index is descriptive" in rows["1"]
     assert "suspected target: self_excess" in rows["4"]
     assert "not flagged: anomaly index" in rows["3"] and "no test fired" in rows["3"]

@@ -69,18 +69,18 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # (Bonferroni), so under the priors a clean model's chance of any false alarm is at most the
 # sum of the five levels.
 CALIBRATION_MODELS = (
-    "lenet-distilled, lenet-s21, lenet4, resnet, resnet-ft2, vgg, vgg-ft2, vgg-student"
+    "lenet-distilled, lenet-s21, lenet2-s50, lenet4, resnet, resnet-ft2, vgg, vgg-ft2, vgg-student"
 )
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
     "model's median class",
-    location=0.005298,
-    scale=0.1616,
-    n_models=8,
-    n_classes=740,
+    location=0.004366,
+    scale=0.1562,
+    n_models=9,
+    n_classes=760,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=3.401,
+    df=3.219,
 )
 # Prior of the small-mask test's MAD index: the same calibration models with >= 10 classes.
 SMALL_MASK_PRIOR = CleanPrior(
@@ -94,34 +94,34 @@ SMALL_MASK_PRIOR = CleanPrior(
     df=3.7,
 )
 MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
-# Prior of the warp test's rate: every class of the same clean calibration models (K >= 2); the
-# fitted scale is under fit_prior's floor of 0.05, which is kept (a wider null).
+# Prior of the warp test's rate times K - 1 (spread_rate): every class of the same clean
+# calibration models (K >= 2).
 WARP_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random smooth warp sends to the class "
-    "(pooled over restarts)",
-    location=0.04809,
-    scale=0.05,
-    n_models=8,
-    n_classes=740,
+    "(pooled over restarts), times K - 1",
+    location=0.4107,
+    scale=0.2904,
+    n_models=9,
+    n_classes=760,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=174.8,
+    df=271.1,
 )
-# Prior of the noise-blend rate: every class of the same clean calibration models (K >= 2), a
-# Student-t fit on the rate's log-odds (null.transformed). It replaced an absolute threshold of
-# 0.5 set by hand above every clean model's rate, which missed the structured blends (grating,
-# rings: 0.28-0.46) of the calibration half.
+# Prior of the noise-blend rate times K - 1 (spread_rate): every class of the same clean
+# calibration models (K >= 2), a Student-t fit on its smoothed log (null.transformed). It
+# replaced an absolute threshold of 0.5 on the rate set by hand above every clean model's rate,
+# which missed the structured blends (grating, rings: 0.28-0.46) of the calibration half.
 NOISE_BLEND_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random uniform-noise blend sends to the "
-    "class (pooled over restarts), fitted on its log-odds",
-    location=-3.7618,
-    scale=0.7321,
-    n_models=8,
-    n_classes=740,
+    "class (pooled over restarts), times K - 1, fitted on its log",
+    location=-1.588,
+    scale=0.7235,
+    n_models=9,
+    n_classes=760,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=5.667,
-    transform="logit",
+    df=7.171,
+    transform="log",
 )
 # The pattern-size test: the size at which a pattern reaches SIZE_POWER predictive power, and
 # the size a pattern that never does within the grid (its largest, 10 % of the pixels) is
@@ -132,19 +132,19 @@ SIZE_CAP = 0.2
 SIZE_EXCESS_PRIOR = CleanPrior(
     statistic="pattern-size excess log(size at 50 % power on confident / smallest on white, "
     "free), centred on the model's median class",
-    location=0.1073,
-    scale=0.4551,
-    n_models=8,
-    n_classes=740,
+    location=0.0998,
+    scale=0.4405,
+    n_models=9,
+    n_classes=760,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=18.54,
+    df=13.6,
 )
 # Each test's level (bench/verdict_zoo.py choose_levels on the calibration half's clean runs):
 SELF_EXCESS_ALPHA = 0.025  # the self-excess test's
 SIZE_ALPHA = 0.01  # the pattern-size test's
 MASK_ALPHA = 0.05  # the small-mask test's
-WARP_ALPHA = 0.025  # the warp test's
+WARP_ALPHA = 0.005  # the warp test's
 NOISE_ALPHA = 0.05  # the noise-blend test's
 
 
@@ -382,6 +382,7 @@ def small_mask_test(
 def warp_test(
     evidence: Sequence[RestartEvidence],
     classes: Sequence[int],
+    num_classes: int,
     prior: CleanPrior = WARP_PRIOR,
     alpha: float = WARP_ALPHA,
 ) -> TestResult:
@@ -393,6 +394,7 @@ def warp_test(
         "share of the other classes' held-out images a random smooth warp sends to the class",
         [e.warp_rate for e in evidence],
         classes,
+        num_classes,
         prior,
         alpha,
     )
@@ -401,6 +403,7 @@ def warp_test(
 def noise_blend_test(
     evidence: Sequence[RestartEvidence],
     classes: Sequence[int],
+    num_classes: int,
     alphas: Sequence[float],
     prior: CleanPrior = NOISE_BLEND_PRIOR,
     alpha: float = NOISE_ALPHA,
@@ -415,6 +418,7 @@ def noise_blend_test(
         f"{strengths} sends to the class",
         [e.noise_rate for e in evidence],
         classes,
+        num_classes,
         prior,
         alpha,
     )
@@ -425,14 +429,26 @@ def rate_test(
     description: str,
     rates: Sequence[np.ndarray],
     classes: Sequence[int],
+    num_classes: int,
     prior: CleanPrior,
     alpha: float,
 ) -> TestResult:
-    """A universal probe's per-restart class rates (R x (T,)), pooled over the restarts and
+    """A universal probe's per-restart class rates (R x (T,)) as `spread_rate` takes them,
     judged against the prior."""
     per_restart = np.stack([np.asarray(r, dtype=float) for r in rates])
-    statistic = over_restarts(per_restart, pooled=True)
+    statistic = spread_rate(per_restart, num_classes)
+    description = f"{description}, times K - 1 = {num_classes - 1}"
     return prior_test(name, description, "rate", statistic, per_restart, classes, prior, alpha)
+
+
+def spread_rate(per_restart: np.ndarray, num_classes: int) -> np.ndarray:
+    """(T,) a probe's statistic from its (R, T) per-restart rates: pooled over the restarts,
+    times K - 1. A probe that flips an image sends it to one of the K - 1 other classes, so a
+    clean class's share of the other classes' images shrinks with K: a 2-class model's one
+    other class receives every flip (clean LeNets on two classes: warp rates 0.3-0.5, against
+    0.04 on 10). Times K - 1 it is the flip rate the probe would have if every class drew as
+    much as this one, on the same scale for any K, so one prior serves them all."""
+    return over_restarts(per_restart, pooled=True) * max(num_classes - 1, 1)
 
 
 @dataclass
@@ -534,10 +550,22 @@ def inconclusive_reasons(
     size_test: TestResult | None,
     never_searched: Sequence[int],
     eval_per_class: int,
+    rate_tests: Sequence[TestResult] = (),
+    num_classes: int = 2,
     min_eval: int = MIN_EVAL_PER_CLASS,
 ) -> list[str]:
-    """What keeps a verdict without suspects from being `clear`."""
+    """What keeps a verdict without suspects from being `clear`; a rate test (statistic: the
+    rate times K - 1) whose threshold is at or above K - 1 could not flag a class at any rate,
+    so it did not judge (the clean priors put it there for 2-class models: a binary model's
+    one other class receives every flip)."""
     reasons = []
+    for test in rate_tests:
+        if test.threshold >= num_classes - 1:
+            rate = test.threshold / (num_classes - 1)
+            reasons.append(
+                f"the {test.name} test cannot flag a class of a {num_classes}-class model (it "
+                f"needs a rate above {rate:.2f}, and a rate is at most 1)"
+            )
     if never_searched:
         shown = ", ".join(str(t) for t in list(never_searched)[:10])
         more = "" if len(never_searched) <= 10 else f" and {len(never_searched) - 10} more"
@@ -582,16 +610,20 @@ def backdoor_verdict(
     self_test = self_excess_test(evidence, canvas_labels, classes, prior, self_alpha)
     size_test = size_excess_test(evidence, canvas_labels, classes, k_grid, size_prior, size_alpha)
     mask_test = small_mask_test(evidence, canvas_labels, classes, mask_prior, mask_alpha)
-    noise_test = noise_blend_test(evidence, classes, noise_alphas, noise_prior, noise_alpha)
-    warp = warp_test(evidence, classes, warp_prior, warp_alpha)
+    noise_test = noise_blend_test(
+        evidence, classes, num_classes, noise_alphas, noise_prior, noise_alpha
+    )
+    warp = warp_test(evidence, classes, num_classes, warp_prior, warp_alpha)
     tests = [t for t in (self_test, size_test, mask_test, noise_test, warp) if t is not None]
     flagged = sorted({t for test in tests for t in test.fired})
     never = sorted(set(range(num_classes)) - set(classes))
-    reasons = inconclusive_reasons(self_test, size_test, never, eval_per_class)
+    reasons = inconclusive_reasons(
+        self_test, size_test, never, eval_per_class, [noise_test, warp], num_classes
+    )
     outcome = "suspected" if flagged else "inconclusive" if reasons else "clear"
     described = describe(evidence[0].mask_l1, power, spread, canvas_labels, classes)
     universal = universal_verdict(
-        evidence[0].noise_rate, classes, noise_alphas, noise_test.threshold
+        evidence[0].noise_rate, classes, noise_alphas, noise_test.threshold / (num_classes - 1)
     )
     return BackdoorVerdict(
         outcome=outcome,
