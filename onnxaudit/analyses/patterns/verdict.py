@@ -20,15 +20,18 @@ way. The mask L1 jumps with the batch order when the search converges to a tiny 
 one run and not in the next; the size at work moves less, so the two together flag a trigger at
 more seeds than either (docs/patterns.md has the numbers). A blended whole-image trigger has no
 small mask; the third test is the share of other-class images that random noise blended over
-the image sends to the class (universal.py), against a prior of that rate (fitted on its
-log-odds) over the clean calibration models' classes (K >= 2). The fourth is Neural Cleanse's outlier test made calibrated: the MAD index of each
-class's smallest white/free mask L1 (median over the restarts) against a prior of that index
-over the clean calibration models' classes; it is a within-model statistic, run only for
-K >= 10 classes, and catches patch triggers the excess misses because the target is a natural
-shortcut already (a patch planted on Bag). The fifth is for warping triggers (WaNet), which
-have no mask and add no pixels: the share of other-class images that random smooth warps send
-to the class (warp.py), against a prior of that rate over the clean calibration models' classes
-(K >= 2). The search runs several times (restarts: own
+the image sends to the class (universal.py), times K - 1 (`spread_rate`: one scale for any K),
+against a prior of it (fitted on its log) over the clean calibration models' classes. The
+fourth is Neural Cleanse's outlier test made calibrated: the MAD index of each class's smallest
+white/free mask L1 (median over the restarts) against a prior of that index over the clean
+calibration models' classes; it is a within-model statistic, run only for K >= 10 classes, and
+catches patch triggers the excess misses because the target is a natural shortcut already (a
+patch planted on Bag). The fifth is for warping triggers (WaNet), which have no mask and add no
+pixels: the share of other-class images that random smooth warps send to the class (warp.py),
+times K - 1, against a prior of it over the same classes. For K = 2 the two rate tests'
+thresholds need rates above 1, so they cannot fire, and a verdict without suspects is
+`inconclusive` (the clean priors put them there: a binary model's one other class receives
+every flip). The search runs several times (restarts: own
 split, batches and noise each); the search's statistics are taken as their median over the
 restarts (a restart whose search did not converge is outvoted), the probes' rates pooled over
 them (their mean: each restart's rate is a share of as many held-out images), and a class is
