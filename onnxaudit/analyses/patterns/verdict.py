@@ -68,9 +68,9 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # the level of each test, the largest of 0.05, 0.025, 0.01, 0.005 at which that test raises no
 # false alarm on the calibration half's clean runs (bench/verdict_zoo.py report --heavy-tails;
 # numbers and models in docs/patterns.md; tests/test_verdict_calibration.py refits them all from
-# the committed evidence and fails when these copies differ). Each test keeps its own level over the K classes
-# (Bonferroni), so under the priors a clean model's chance of any false alarm is at most the
-# sum of the five levels.
+# the committed evidence and fails when these copies differ). Each test keeps its own level over
+# the K classes (Bonferroni), so under the priors a clean model's chance of any false alarm is at
+# most the sum of the five levels.
 CALIBRATION_MODELS = (
     "lenet-distilled, lenet-s21, lenet2-s50, lenet4, resnet, resnet-ft2, vgg, vgg-ft2, vgg-student"
 )
