@@ -34,6 +34,7 @@ from onnxaudit.analyses.patterns.verdict import (
     size_excess,
     size_excess_test,
     small_mask_test,
+    spread_factor,
     spread_rate,
     warp_test,
 )
@@ -225,6 +226,22 @@ def test_the_rates_are_judged_times_k_minus_one():
     ]
     assert warp_test(two, [0, 1], 2, WARP_PRIOR).fired == []  # ordinary for a binary model
     assert warp_test(ten, list(range(10)), 10, WARP_PRIOR).fired == [1]
+
+
+def test_the_k_minus_one_scaling_stops_at_the_calibrated_ten_classes():
+    """Beyond the K the priors were fitted on, a rate is judged as on 10 classes: a clean
+    1000-class model's attractor drawing 1 % of the other classes' images stays unflagged."""
+    assert [spread_factor(k) for k in (2, 4, 10, 11, 1000)] == [1, 3, 9, 9, 9]
+    k = 1000
+    rates = np.full(k, 0.001)
+    rates[5] = 0.01
+    restarts = [evidence(s, np.full((3, k), 0.04), np.zeros(k), rates) for s in range(3)]
+    test = warp_test(restarts, list(range(k)), k, WARP_PRIOR)
+    assert test.statistic[5] == pytest.approx(0.09) and test.fired == []
+    assert "times 9 (K - 1, at most 9)" in test.rule
+    # from about 90 classes Bonferroni under the noise prior's heavy tail needs a rate above 1
+    assert NOISE_BLEND_PRIOR.threshold(60, NOISE_ALPHA) / spread_factor(60) < 1
+    assert NOISE_BLEND_PRIOR.threshold(100, NOISE_ALPHA) / spread_factor(100) > 1
 
 
 def test_noise_blend_fires_at_its_priors_threshold_with_four_classes():

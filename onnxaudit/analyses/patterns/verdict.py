@@ -440,18 +440,29 @@ def rate_test(
     judged against the prior."""
     per_restart = np.stack([np.asarray(r, dtype=float) for r in rates])
     statistic = spread_rate(per_restart, num_classes)
-    description = f"{description}, times K - 1 = {num_classes - 1}"
+    description = f"{description}, times {spread_factor(num_classes)} (K - 1, at most 9)"
     return prior_test(name, description, "rate", statistic, per_restart, classes, prior, alpha)
+
+
+MAX_SPREAD_CLASSES = 10  # the largest K among the calibration models the rate priors saw
+
+
+def spread_factor(num_classes: int) -> int:
+    """K - 1, capped at the calibration models' largest K - 1 (9): the scaling is trusted only
+    over the K the priors were fitted on; above it a class must draw as large a share of the
+    other classes' images as on 10 classes (the side of fewer false alarms: a clean 1000-class
+    model's attractor classes would otherwise be judged against a rate of 0.002)."""
+    return max(min(num_classes, MAX_SPREAD_CLASSES) - 1, 1)
 
 
 def spread_rate(per_restart: np.ndarray, num_classes: int) -> np.ndarray:
     """(T,) a probe's statistic from its (R, T) per-restart rates: pooled over the restarts,
-    times K - 1. A probe that flips an image sends it to one of the K - 1 other classes, so a
-    clean class's share of the other classes' images shrinks with K: a 2-class model's one
-    other class receives every flip (clean LeNets on two classes: warp rates 0.3-0.5, against
-    0.04 on 10). Times K - 1 it is the flip rate the probe would have if every class drew as
-    much as this one, on the same scale for any K, so one prior serves them all."""
-    return over_restarts(per_restart, pooled=True) * max(num_classes - 1, 1)
+    times K - 1 (`spread_factor`). A probe that flips an image sends it to one of the K - 1 other
+    classes, so a clean class's share of the other classes' images shrinks with K: a 2-class
+    model's one other class receives every flip (clean LeNets on two classes: warp rates
+    0.3-0.5, against 0.04 on 10). Times K - 1 it is the flip rate the probe would have if every
+    class drew as much as this one, on the same scale for any K, so one prior serves them all."""
+    return over_restarts(per_restart, pooled=True) * spread_factor(num_classes)
 
 
 @dataclass
@@ -558,13 +569,13 @@ def inconclusive_reasons(
     min_eval: int = MIN_EVAL_PER_CLASS,
 ) -> list[str]:
     """What keeps a verdict without suspects from being `clear`; a rate test (statistic: the
-    rate times K - 1) whose threshold is at or above K - 1 could not flag a class at any rate,
-    so it did not judge (the clean priors put it there for 2-class models: a binary model's
-    one other class receives every flip)."""
+    rate times `spread_factor`) whose threshold needs a rate of 1 or more could not flag a
+    class, so it did not judge (the clean priors put it there for 2-class models: a binary
+    model's one other class receives every flip)."""
     reasons = []
     for test in rate_tests:
-        if test.threshold >= num_classes - 1:
-            rate = test.threshold / (num_classes - 1)
+        rate = test.threshold / spread_factor(num_classes)
+        if rate >= 1:
             reasons.append(
                 f"the {test.name} test cannot flag a class of a {num_classes}-class model (it "
                 f"needs a rate above {rate:.2f}, and a rate is at most 1)"
@@ -626,7 +637,10 @@ def backdoor_verdict(
     outcome = "suspected" if flagged else "inconclusive" if reasons else "clear"
     described = describe(evidence[0].mask_l1, power, spread, canvas_labels, classes)
     universal = universal_verdict(
-        evidence[0].noise_rate, classes, noise_alphas, noise_test.threshold / (num_classes - 1)
+        evidence[0].noise_rate,
+        classes,
+        noise_alphas,
+        noise_test.threshold / spread_factor(num_classes),
     )
     return BackdoorVerdict(
         outcome=outcome,
