@@ -427,6 +427,9 @@ def noise_blend_test(
     )
 
 
+MAX_SPREAD_CLASSES = 10  # the largest K among the calibration models the rate priors saw
+
+
 def rate_test(
     name: str,
     description: str,
@@ -440,11 +443,9 @@ def rate_test(
     judged against the prior."""
     per_restart = np.stack([np.asarray(r, dtype=float) for r in rates])
     statistic = spread_rate(per_restart, num_classes)
-    description = f"{description}, times {spread_factor(num_classes)} (K - 1, at most 9)"
+    cap = MAX_SPREAD_CLASSES - 1
+    description = f"{description}, times {spread_factor(num_classes)} (K - 1, at most {cap})"
     return prior_test(name, description, "rate", statistic, per_restart, classes, prior, alpha)
-
-
-MAX_SPREAD_CLASSES = 10  # the largest K among the calibration models the rate priors saw
 
 
 def spread_factor(num_classes: int) -> int:
@@ -564,8 +565,8 @@ def inconclusive_reasons(
     size_test: TestResult | None,
     never_searched: Sequence[int],
     eval_per_class: int,
-    rate_tests: Sequence[TestResult] = (),
-    num_classes: int = 2,
+    rate_tests: Sequence[TestResult],
+    num_classes: int,
     min_eval: int = MIN_EVAL_PER_CLASS,
 ) -> list[str]:
     """What keeps a verdict without suspects from being `clear`; a rate test (statistic: the
