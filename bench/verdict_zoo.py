@@ -2,6 +2,7 @@
 
     python bench/verdict_zoo.py collect --seeds 0 1 2 [--models NAME ...] --out E.jsonl
     python bench/verdict_zoo.py report E.jsonl [--out bench/verdict-zoo.json]
+    python bench/verdict_zoo.py probes E.jsonl [--models NAME ...] --out E2.jsonl
     python bench/verdict_zoo.py cost [--model vgg]
 
 `collect` runs `analyse_patterns` at the audit defaults (20 images per class of the committed
@@ -11,6 +12,10 @@ one JSON line per (model, seed) with every restart's mask L1, noise-blend and wa
 curves (R, V, T, len(K_GRID)) and the verdict. `report` fits the priors on the clean models of the calibration half only (models/zoo.json `split`), re-judges every run
 with it, and prints detection on each half: found with the right target, false alarms, AUROC
 and FPR at 95 % TPR (max over classes of the statistic's z-score under the prior, as score).
+`probes` re-measures the noise-blend and warp rates of recorded runs with the current probes and
+writes the runs with them: a restart's held-out images and probe seed follow from the run's
+seed alone, so the search need not run again (a change of the probes costs minutes, not the
+hours of `collect`).
 """
 
 from __future__ import annotations
@@ -20,14 +25,21 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onnxaudit.analyses.patterns import analyse_patterns
-from onnxaudit.analyses.patterns.analyse import DEFAULT_RESTARTS
+from onnxaudit.analyses.patterns.analyse import (
+    DEFAULT_RESTARTS,
+    probe_rates,
+    restart_images,
+    restart_split,
+)
 from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior, transformed
+from onnxaudit.analyses.patterns.restarts import restart_seeds
 from onnxaudit.analyses.patterns.verdict import (
     MIN_MASK_CLASSES,
     POOLED_TESTS,
@@ -38,6 +50,7 @@ from onnxaudit.analyses.patterns.verdict import (
     prior_test,
     spread_rate,
 )
+from onnxaudit.features.runtime import create_session
 from onnxaudit.model import prepare_model
 from onnxaudit.settings import PATTERN_EPOCHS
 
@@ -82,6 +95,50 @@ def collect(args: argparse.Namespace) -> None:
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 print(name, seed, row["outcome"], row["flagged"], row["seconds"], flush=True)
+
+
+def probes(args: argparse.Namespace) -> None:
+    """Re-measure the probe rates (`tests.noise_blend`, `tests.warp`) of every recorded run of
+    `args.models` (all when none), as `collect` at the same seed would now measure them."""
+    models = zoo_models()
+    rows = [r for r in load_rows(args.evidence) if not args.models or r["model"] in args.models]
+    predictors: dict[str, tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]] = {}
+    with open(args.out, "a") as out:
+        for row in rows:
+            t0 = time.time()
+            entry = models[row["model"]]
+            if row["model"] not in predictors:
+                predictors[row["model"]] = predictor(REPO / entry["file"], args.threads)
+            input_shape, predict = predictors[row["model"]]
+            data = model_data(entry, args.per_class, row["seed"])
+            seeds = restart_seeds(row["seed"], len(row["tests"]["warp"]))
+            noise, warp = [], []
+            for pool, restart_seed in zip(restart_images(data, seeds), seeds, strict=True):
+                x, y = pool.images(input_shape), np.asarray(pool.labels, dtype=np.int64)
+                _, held, probe_seed = restart_split(y, SEARCH_FRACTION, restart_seed)
+                rates = probe_rates(predict, x[held], y[held], row["classes"], probe_seed)
+                noise.append(rates[0].tolist())
+                warp.append(rates[1].tolist())
+            row["tests"] |= {"noise_blend": noise, "warp": warp}
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(row["model"], row["seed"], round(time.time() - t0, 1), flush=True)
+
+
+SEARCH_FRACTION = 0.5  # analyse_patterns' default, which `collect` runs at
+
+
+def predictor(
+    path: Path, threads: int
+) -> tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]:
+    """The model's input shape and its logits on CPU, as analyse_patterns predicts."""
+    pm = prepare_model(path)
+    info, session = pm.info, create_session(pm.proto, "cpu", threads)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([info.logits_name], {info.input_name: batch})[0]
+
+    return info.input_shape, predict
 
 
 def load_rows(paths: list[Path]) -> list[dict]:
@@ -454,13 +511,19 @@ def main() -> None:
     r.add_argument("evidence", type=Path, nargs="+")
     r.add_argument("--out", type=Path)
     r.add_argument("--heavy-tails", action="store_true", help="Student-t prior (else normal)")
+    p = sub.add_parser("probes")
+    p.add_argument("evidence", type=Path, nargs="+")
+    p.add_argument("--models", nargs="*")
+    p.add_argument("--per-class", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
     t = sub.add_parser("cost")
     t.add_argument("--model", default="vgg")
     t.add_argument("--per-class", type=int, default=20)
     t.add_argument("--repeats", type=int, default=3)
     t.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    commands = {"collect": collect, "report": report, "cost": cost}
+    commands = {"collect": collect, "probes": probes, "report": report, "cost": cost}
     commands[args.command](args)
 
 

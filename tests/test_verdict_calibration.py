@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from argparse import Namespace
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from onnxaudit.analyses.patterns import verdict
@@ -68,3 +70,21 @@ def test_shipped_prior_is_the_refit_of_the_committed_evidence(refit, test):
 
 def test_shipped_levels_are_the_ones_chosen_on_the_calibration_half(refit):
     assert LEVELS == refit[1]
+
+
+def test_recorded_probe_rates_are_what_the_probes_measure_now(tmp_path):
+    """The evidence's noise-blend and warp rates are refreshed by `verdict_zoo.py probes` after a
+    change of the probes (e.g. `universal.DRAWS`); re-probing the committed 4-class models must
+    give the recorded rates, or the priors above were fitted on another probe's rates."""
+    bench = verdict_zoo()
+    models = ["lenet4", "lenet4-patch-white3-br"]
+    out = tmp_path / "probed.jsonl"
+    args = Namespace(evidence=[EVIDENCE], models=models, per_class=20, threads=1, out=out)
+    bench.probes(args)
+    recorded = {(r["model"], r["seed"]): r for r in bench.load_rows([EVIDENCE])}
+    probed = bench.load_rows([out])
+    assert len(probed) == 20
+    for row in probed:
+        for test in ("noise_blend", "warp"):
+            expected = recorded[row["model"], row["seed"]]["tests"][test]
+            np.testing.assert_allclose(row["tests"][test], expected, rtol=1e-9, atol=1e-12)

@@ -302,8 +302,7 @@ def restart_evidence(
     the power curve over K_GRID (measured here on `curve_per_class` held-out images per class,
     as `measure` does, unless given)."""
     h, w = search.masks_.shape[-2:]
-    noise = NoiseBlendResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
-    warp = WarpResponse(seed=search.seed).fit(predict, x_eval, y_eval, search.classes_)
+    noise, warp = probe_rates(predict, x_eval, y_eval, search.classes_, search.seed)
     mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
     if curve is None:
         few = curve_images(y_eval, curve_per_class, search.seed)
@@ -315,7 +314,22 @@ def restart_evidence(
                 for v in range(len(patterns.masks))
             ]
         )
-    return RestartEvidence(int(search.seed), mask_l1, noise.rate_, warp.rate_, curve)
+    return RestartEvidence(int(search.seed), mask_l1, noise, warp, curve)
+
+
+def probe_rates(
+    predict: Callable[[np.ndarray], np.ndarray],
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    classes: Sequence[int],
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) noise-blend and (T,) warp rates of one restart, on its held-out images, drawn with
+    its search seed. They do not depend on the search itself, so recorded evidence can be
+    re-probed without searching again (bench/verdict_zoo.py `probes`)."""
+    noise = NoiseBlendResponse(seed=seed).fit(predict, x_eval, y_eval, classes)
+    warp = WarpResponse(seed=seed).fit(predict, x_eval, y_eval, classes)
+    return noise.rate_, warp.rate_
 
 
 def curve_images(y_eval: np.ndarray, per_class: int, seed: int) -> np.ndarray:

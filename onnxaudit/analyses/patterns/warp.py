@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from onnxaudit.analyses.patterns.universal import UniversalResponse
+from onnxaudit.analyses.patterns.universal import DRAWS, UniversalResponse
 
 GRID = 4  # control points per side: WaNet's k
 STRENGTHS = (1 / 56, 1 / 28, 1 / 14)  # mean displacement, fraction of the side (0.5-2 px at 28)
@@ -51,7 +51,7 @@ class WarpResponse(UniversalResponse):
     `strengths`; the rate of t is the largest over the strengths."""
 
     def __init__(
-        self, strengths: Sequence[float] = STRENGTHS, draws: int = 4, seed: int = 0
+        self, strengths: Sequence[float] = STRENGTHS, draws: int = DRAWS, seed: int = 0
     ) -> None:
         self.strengths = strengths
         self.draws = draws
