@@ -34,6 +34,7 @@ import numpy as np
 from onnxaudit.analyses.patterns import analyse_patterns
 from onnxaudit.analyses.patterns.analyse import (
     DEFAULT_RESTARTS,
+    SEARCH_FRACTION,
     probe_rates,
     restart_images,
     restart_split,
@@ -123,9 +124,6 @@ def probes(args: argparse.Namespace) -> None:
             out.write(json.dumps(row) + "\n")
             out.flush()
             print(row["model"], row["seed"], round(time.time() - t0, 1), flush=True)
-
-
-SEARCH_FRACTION = 0.5  # analyse_patterns' default, which `collect` runs at
 
 
 def predictor(

@@ -42,6 +42,7 @@ CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted pa
 DEFAULT_CANVASES = ("confident", "white", "free")
 SPLIT_STREAM, SEARCH_STREAM, IMAGES_STREAM = 0, 1, 2  # children of each restart's stream
 DEFAULT_RESTARTS = 3
+SEARCH_FRACTION = 0.5  # of each class's images searched; the rest is held out
 
 
 @dataclass
@@ -169,7 +170,7 @@ def analyse_patterns(
     canvas: str | Sequence[str] = DEFAULT_CANVASES,
     epochs: float = PATTERN_EPOCHS,
     batch_per_class: int = 4,
-    search_fraction: float = 0.5,
+    search_fraction: float = SEARCH_FRACTION,
     threads: int | None = None,
     executor: Executor | None = None,
     restarts: int = DEFAULT_RESTARTS,

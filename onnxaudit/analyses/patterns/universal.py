@@ -23,7 +23,8 @@ from onnxaudit.analyses.patterns.evaluate import PredictFn, predict_labels
 ALPHAS = (0.1, 0.15)  # blend strengths: x' = (1 - alpha) * x + alpha * noise
 # Random transforms drawn per level. One draw moves every image at once, so the rate's spread
 # between runs is mostly the luck of the draws: at 4 (until 2026-12-03) the verdict's warp test
-# missed a calibration backdoor at 3 seeds in 10, at 12 at none (docs/patterns.md, "Probe draws").
+# missed the calibration backdoor resnet-patch-white4-mid at 3 seeds in 10, at 12 at 1
+# (docs/patterns.md, "Probe draws").
 DRAWS = 12
 
 
