@@ -10,6 +10,7 @@ import numpy as np
 
 from onnxaudit.analyses.patterns.evaluate import (
     K_GRID,
+    SEARCH_FRACTION,
     clean_rate,
     k_at_power,
     overall_power,
@@ -42,7 +43,6 @@ CORE_K = 0.01  # the "core" of a pattern: its top 1 % of pixels (an implanted pa
 DEFAULT_CANVASES = ("confident", "white", "free")
 SPLIT_STREAM, SEARCH_STREAM, IMAGES_STREAM = 0, 1, 2  # children of each restart's stream
 DEFAULT_RESTARTS = 3
-SEARCH_FRACTION = 0.5  # of each class's images searched; the rest is held out
 
 
 @dataclass

@@ -11,6 +11,7 @@ from onnxaudit.analyses.patterns.search import blend, top_k_mask
 # Pattern sizes (fractions of the pixels) at which predictive power is also measured: the report's
 # power curve, "k90", and the verdict's pattern-size test (the size reaching 50 %).
 K_GRID = (0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+SEARCH_FRACTION = 0.5  # of each class's images searched; the rest is held out
 PredictFn = Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) in [0,1] -> logits (N, K)
 
 
@@ -21,7 +22,7 @@ def predict_labels(predict_fn: PredictFn, x: np.ndarray, batch: int = 512) -> np
 
 
 def split_search_eval(
-    y: np.ndarray, search_fraction: float = 0.5, seed: int = 0
+    y: np.ndarray, search_fraction: float = SEARCH_FRACTION, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint (search, eval) index arrays: a seeded stratified split, `search_fraction` of each
     class (or that many images of each class when it is 1 or more)."""

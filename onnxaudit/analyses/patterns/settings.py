@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from onnxaudit.analyses.patterns.evaluate import SEARCH_FRACTION
 from onnxaudit.analyses.patterns.search import CANVAS_KINDS
 from onnxaudit.errors import AuditError
 
@@ -13,7 +14,7 @@ def validate_pattern_settings(
     k: float,
     restarts: int = 3,
     batch_per_class: int = 4,
-    search_fraction: float = 0.5,
+    search_fraction: float = SEARCH_FRACTION,
     canvas: str | Sequence[str] = ("confident", "white", "free"),
     per_class: int | None = None,
     num_classes: int | None = None,
