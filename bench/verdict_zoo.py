@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +34,12 @@ from onnxaudit.analyses.patterns import analyse_patterns
 from onnxaudit.analyses.patterns.analyse import (
     DEFAULT_RESTARTS,
     SEARCH_FRACTION,
+    logits_predictor,
     probe_rates,
     restart_images,
     restart_split,
 )
+from onnxaudit.analyses.patterns.evaluate import PredictFn
 from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior, transformed
 from onnxaudit.analyses.patterns.restarts import restart_seeds
 from onnxaudit.analyses.patterns.verdict import (
@@ -51,7 +52,6 @@ from onnxaudit.analyses.patterns.verdict import (
     prior_test,
     spread_rate,
 )
-from onnxaudit.features.runtime import create_session
 from onnxaudit.model import prepare_model
 from onnxaudit.settings import PATTERN_EPOCHS
 
@@ -103,7 +103,7 @@ def probes(args: argparse.Namespace) -> None:
     `args.models` (all when none), as `collect` at the same seed would now measure them."""
     models = zoo_models()
     rows = [r for r in load_rows(args.evidence) if not args.models or r["model"] in args.models]
-    predictors: dict[str, tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]] = {}
+    predictors: dict[str, tuple[tuple[int, ...], PredictFn]] = {}
     with open(args.out, "a") as out:
         for row in rows:
             t0 = time.time()
@@ -126,17 +126,10 @@ def probes(args: argparse.Namespace) -> None:
             print(row["model"], row["seed"], round(time.time() - t0, 1), flush=True)
 
 
-def predictor(
-    path: Path, threads: int
-) -> tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]:
+def predictor(path: Path, threads: int) -> tuple[tuple[int, ...], PredictFn]:
     """The model's input shape and its logits on CPU, as analyse_patterns predicts."""
     pm = prepare_model(path)
-    info, session = pm.info, create_session(pm.proto, "cpu", threads)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return session.run([info.logits_name], {info.input_name: batch})[0]
-
-    return info.input_shape, predict
+    return pm.info.input_shape, logits_predictor(pm, "cpu", threads)
 
 
 def load_rows(paths: list[Path]) -> list[dict]:

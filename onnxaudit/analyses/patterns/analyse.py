@@ -11,6 +11,7 @@ import numpy as np
 from onnxaudit.analyses.patterns.evaluate import (
     K_GRID,
     SEARCH_FRACTION,
+    PredictFn,
     clean_rate,
     k_at_power,
     overall_power,
@@ -184,8 +185,6 @@ def analyse_patterns(
     Restart 0 gives the masks, patterns and figures; the others only the verdict's evidence.
     `max_memory` (bytes; default a safe share of the machine) sizes the gradient batches.
     """
-    from onnxaudit.features.runtime import create_session
-
     validate_pattern_settings(
         epochs,
         k,
@@ -196,11 +195,7 @@ def analyse_patterns(
         num_classes=pm.info.num_classes,
     )
     info = pm.info
-    session = create_session(pm.proto, device=device, threads=threads)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return session.run([info.logits_name], {info.input_name: batch})[0]
-
+    predict = logits_predictor(pm, device, threads)
     payload = pm.proto.SerializeToString()
     executor = executor or current()
     options = {"k": k, "batch_per_class": batch_per_class, "epochs": epochs, "canvas": canvas}
@@ -248,6 +243,22 @@ def analyse_patterns(
     )
     result.settings["restart_images"] = restart_images_kind(dataset, pools)
     return result
+
+
+def logits_predictor(
+    pm: PreparedModel, device: str = "auto", threads: int | None = None
+) -> PredictFn:
+    """The model's logits of a batch (N, C, H, W) in [0, 1] on a session of its own: what the
+    probes and the power curves of a run call (bench/verdict_zoo.py `probes` too)."""
+    from onnxaudit.features.runtime import create_session
+
+    info = pm.info
+    session = create_session(pm.proto, device=device, threads=threads)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return session.run([info.logits_name], {info.input_name: batch})[0]
+
+    return predict
 
 
 def restart_images_kind(dataset: Dataset, pools: Sequence[Dataset]) -> str:
