@@ -456,6 +456,12 @@ def spread_factor(num_classes: int) -> int:
     return max(min(num_classes, MAX_SPREAD_CLASSES) - 1, 1)
 
 
+def threshold_rate(test: TestResult, num_classes: int) -> float:
+    """A rate test's threshold back on the rate's own scale (the test judges the rate times
+    `spread_factor`)."""
+    return test.threshold / spread_factor(num_classes)
+
+
 def spread_rate(per_restart: np.ndarray, num_classes: int) -> np.ndarray:
     """(T,) a probe's statistic from its (R, T) per-restart rates: pooled over the restarts,
     times K - 1 (`spread_factor`). A probe that flips an image sends it to one of the K - 1 other
@@ -575,7 +581,7 @@ def inconclusive_reasons(
     model's one other class receives every flip)."""
     reasons = []
     for test in rate_tests:
-        rate = test.threshold / spread_factor(num_classes)
+        rate = threshold_rate(test, num_classes)
         if rate >= 1:
             reasons.append(
                 f"the {test.name} test cannot flag a class of a {num_classes}-class model (it "
@@ -641,7 +647,7 @@ def backdoor_verdict(
         evidence[0].noise_rate,
         classes,
         noise_alphas,
-        noise_test.threshold / spread_factor(num_classes),
+        threshold_rate(noise_test, num_classes),
     )
     return BackdoorVerdict(
         outcome=outcome,
