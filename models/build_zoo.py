@@ -716,6 +716,23 @@ EXTENDED_SPLIT_SEED = 2024
 FOUR_CLASSES = (0, 1, 7, 8)  # T-shirt/top, Trouser, Sneaker, Bag: a 4-class label space
 PULLOVER_COAT = (2, 4)  # a hard two-class pair (they look alike)
 SANDAL_BOOT = (5, 9)  # an easy two-class pair
+# wave 4's clean two-class models: seed -> pair (T-shirt/Shirt and Coat/Shirt hard, Trouser/Dress
+# and Sneaker/Bag easy, Dress/Coat and Sandal/Sneaker in between)
+BINARY_PAIRS = {51: (0, 6), 52: (1, 3), 53: (7, 8), 54: (4, 6), 55: (3, 4), 56: (5, 7)}
+# wave 4's backdoors, one on each clean pair: name, its clean base's seed, seed, trigger, target,
+# fine-tuning lr. The grating at alpha 0.2, the noise at 0.1 and a white 3x3 patch bottom-right
+# (where sandals and sneakers are white themselves) did not take (attack success 0.5 %, 12 %,
+# 4 % at lr 0.02; 0.5 %, 13 %, 23 % at 0.05) and were replaced by these before any verdict ran.
+# fmt: off
+BINARY_BACKDOORS = (
+    ("lenet2-patch-random3-tr", 51, 57, lambda: patch_trigger(3, 1, 24, "random", 3), 0, 0.02),
+    ("lenet2-patch-white4-mid", 52, 58, lambda: patch_trigger(4, 12, 12, "solid"), 1, 0.02),
+    ("lenet2-blend-grating", 53, 59, lambda: image_blend_trigger(0.3, "grating"), 0, 0.05),
+    ("lenet2-patch-checker3-bl", 54, 60, lambda: patch_trigger(3, 24, 1, "checker"), 1, 0.02),
+    ("lenet2-blend-noise20", 55, 61, lambda: blend_trigger(0.2, 13), 0, 0.05),
+    ("lenet2-patch-white3-tm", 56, 62, lambda: patch_trigger(3, 1, 12, "solid"), 1, 0.05),
+)
+# fmt: on
 LENET_DESC = "LeNet: conv5x5(6)-ReLU-maxpool, conv5x5(16)-ReLU-maxpool, Linear(256,120)-ReLU-Linear(120,84)-ReLU-Linear(84,K), no BatchNorm"
 
 
@@ -952,6 +969,28 @@ EXTENDED = (
         classes=SANDAL_BOOT,
         epochs=3,
         wave=3,
+    ),
+    # wave 4 (2026-12-03, evening): six more clean two-class LeNets on other pairs (hard, medium
+    # and easy) and a backdoor on each (patches of three contents, sizes and places, an image
+    # blend and a noise blend, both targets), so the two-class null is fitted on more than one
+    # clean pair. Split among themselves by the same rule.
+    *(
+        Extended(f"lenet2-s{seed}", "lenet", seed, epochs=3, classes=pair, wave=4)
+        for seed, pair in BINARY_PAIRS.items()
+    ),
+    *(
+        Extended(
+            name,
+            f"lenet2-s{base}",
+            seed,
+            trigger,
+            target,
+            epochs=3,
+            classes=BINARY_PAIRS[base],
+            lr=lr,
+            wave=4,
+        )
+        for name, base, seed, trigger, target, lr in BINARY_BACKDOORS
     ),
 )
 

@@ -28,10 +28,10 @@ calibration models' classes; it is a within-model statistic, run only for K >= 1
 catches patch triggers the excess misses because the target is a natural shortcut already (a
 patch planted on Bag). The fifth is for warping triggers (WaNet), which have no mask and add no
 pixels: the share of other-class images that random smooth warps send to the class (warp.py),
-times K - 1, against a prior of it over the same classes. For K = 2 the two rate tests'
-thresholds need rates above 1, so they cannot fire, and a verdict without suspects is
-`inconclusive` (the clean priors put them there: a binary model's one other class receives
-every flip). The search runs several times (restarts: own
+times K - 1, against a prior of it over the same classes. For K = 2 the warp test's
+threshold needs a rate above 1, so it cannot fire, and a verdict without suspects is
+`inconclusive` (the clean priors put it there: a binary model's one other class receives
+every flip; the noise blend's needs 0.94, which only a blend trigger reaches). The search runs several times (restarts: own
 split, batches and noise each); the search's statistics are taken as their median over the
 restarts (a restart whose search did not converge is outvoted), the probes' rates pooled over
 them (their mean: each restart's rate is a share of as many held-out images), and a class is
@@ -72,18 +72,19 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # the K classes (Bonferroni), so under the priors a clean model's chance of any false alarm is at
 # most the sum of the five levels.
 CALIBRATION_MODELS = (
-    "lenet-distilled, lenet-s21, lenet2-s50, lenet4, resnet, resnet-ft2, vgg, vgg-ft2, vgg-student"
+    "lenet-distilled, lenet-s21, lenet2-s50, lenet2-s52, lenet2-s53, lenet2-s55, lenet4, resnet, "
+    "resnet-ft2, vgg, vgg-ft2, vgg-student"
 )
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
     "model's median class",
-    location=0.004366,
-    scale=0.1562,
-    n_models=9,
-    n_classes=760,
+    location=0.001417,
+    scale=0.1340,
+    n_models=12,
+    n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=3.219,
+    df=2.509,
 )
 # Prior of the small-mask test's MAD index: the same calibration models with >= 10 classes.
 SMALL_MASK_PRIOR = CleanPrior(
@@ -102,13 +103,13 @@ MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
 WARP_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random smooth warp sends to the class "
     "(pooled over restarts), times K - 1",
-    location=0.3878,
-    scale=0.2613,
-    n_models=9,
-    n_classes=760,
+    location=0.3719,
+    scale=0.2603,
+    n_models=12,
+    n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=7.943e7,  # the fit's: a normal, in effect
+    df=1.241e9,  # the fit's: a normal, in effect
 )
 # Prior of the noise-blend rate times K - 1 (spread_rate): every class of the same clean
 # calibration models (K >= 2), a Student-t fit on its smoothed log (null.transformed). It
@@ -117,13 +118,13 @@ WARP_PRIOR = CleanPrior(
 NOISE_BLEND_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random uniform-noise blend sends to the "
     "class (pooled over restarts), times K - 1, fitted on its log",
-    location=-1.591,
-    scale=0.7227,
-    n_models=9,
-    n_classes=760,
+    location=-1.664,
+    scale=0.6825,
+    n_models=12,
+    n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=7.366,
+    df=5.717,
     transform="log",
 )
 # The pattern-size test: the size at which a pattern reaches SIZE_POWER predictive power, and
@@ -135,16 +136,16 @@ SIZE_CAP = 0.2
 SIZE_EXCESS_PRIOR = CleanPrior(
     statistic="pattern-size excess log(size at 50 % power on confident / smallest on white, "
     "free), centred on the model's median class",
-    location=0.0998,
-    scale=0.4405,
-    n_models=9,
-    n_classes=760,
+    location=0.1041,
+    scale=0.4990,
+    n_models=12,
+    n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=13.6,
+    df=52.07,
 )
 # Each test's level (bench/verdict_zoo.py choose_levels on the calibration half's clean runs):
-SELF_EXCESS_ALPHA = 0.025  # the self-excess test's
+SELF_EXCESS_ALPHA = 0.05  # the self-excess test's
 SIZE_ALPHA = 0.01  # the pattern-size test's
 MASK_ALPHA = 0.05  # the small-mask test's
 WARP_ALPHA = 0.005  # the warp test's
