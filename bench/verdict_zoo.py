@@ -40,14 +40,23 @@ from onnxaudit.analyses.patterns.analyse import (
     restart_split,
 )
 from onnxaudit.analyses.patterns.evaluate import PredictFn
-from onnxaudit.analyses.patterns.null import CleanPrior, fit_prior, transformed
+from onnxaudit.analyses.patterns.null import (
+    CleanPrior,
+    EmpiricalNull,
+    fit_empirical,
+    fit_prior,
+    transformed,
+)
 from onnxaudit.analyses.patterns.restarts import restart_seeds
 from onnxaudit.analyses.patterns.verdict import (
+    MIN_CLASSES,
     MIN_MASK_CLASSES,
     POOLED_TESTS,
+    VICTIM_POWER,
     TestResult,
     anomaly_index,
     centred,
+    empirical_test,
     over_restarts,
     prior_test,
     spread_rate,
@@ -153,25 +162,28 @@ def small_mask_index(row: dict) -> np.ndarray | None:
 @dataclass(frozen=True)
 class Priors:
     """The fitted nulls: the self-excess's, the pattern-size excess's, the small-mask index's, the
-    warp rate's and the noise-blend rate's (on its log-odds)."""
+    warp rate's and the noise-blend rate's (on its log), and the confident-victim share's
+    empirical sample (models of fewer than MIN_CLASSES classes)."""
 
     excess: CleanPrior
     size: CleanPrior
     mask: CleanPrior
     warp: CleanPrior
     noise: CleanPrior
+    victim: EmpiricalNull
 
-    def of(self, test: str) -> CleanPrior:
+    def of(self, test: str) -> CleanPrior | EmpiricalNull:
         return {
             "self_excess": self.excess,
             "size_excess": self.size,
             "small_mask": self.mask,
             "warp": self.warp,
             "noise_blend": self.noise,
+            "confident_victim": self.victim,
         }[test]
 
 
-TESTS = ("self_excess", "size_excess", "small_mask", "warp", "noise_blend")
+TESTS = ("self_excess", "size_excess", "small_mask", "warp", "noise_blend", "confident_victim")
 Levels = dict[str, float]  # test name -> its per-test level
 
 
@@ -194,7 +206,8 @@ def run_tests(row: dict, priors: Priors, levels: Levels) -> list[TestResult]:
     index = small_mask_index(row)
     if index is not None:
         per_restart["small_mask"], statistic["small_mask"] = row["tests"]["small_mask"], index
-    return [
+    victim = victim_share(row)
+    tests = [
         prior_test(
             name, "", "", statistic[name], np.asarray(per_restart[name]), classes,
             priors.of(name), levels[name],
@@ -202,6 +215,20 @@ def run_tests(row: dict, priors: Priors, levels: Levels) -> list[TestResult]:
         for name in TESTS
         if name in statistic
     ]  # fmt: skip
+    if victim is not None:
+        shares = np.asarray(row["tests"]["confident_victim"])
+        name = "confident_victim"
+        tests.append(empirical_test(name, "", victim, shares, classes, priors.victim, levels[name]))
+    return tests
+
+
+def victim_share(row: dict) -> np.ndarray | None:
+    """(T,) the confident-victim share (pooled over restarts); None when not measured (models
+    of MIN_CLASSES classes or more, or rows collected before the test)."""
+    shares = row["tests"].get("confident_victim")
+    if shares is None or row["num_classes"] >= MIN_CLASSES:
+        return None
+    return over_restarts(np.asarray(shares, dtype=float), pooled=True)
 
 
 def judge(row: dict, priors: Priors, levels: Levels) -> tuple[list[int], float]:
@@ -212,6 +239,9 @@ def judge(row: dict, priors: Priors, levels: Levels) -> tuple[list[int], float]:
     scores = []
     for test in tests:
         prior = priors.of(test.name)
+        if isinstance(prior, EmpiricalNull):  # a share against its threshold
+            scores.append(test.statistic / test.threshold)
+            continue
         value = transformed(test.statistic, prior.transform) - prior.location
         scores.append(value / (transformed(test.threshold, prior.transform) - prior.location))
     return sorted(fired), float(np.max(scores))
@@ -313,6 +343,8 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
         return {key(r): spread_rate(r["tests"][test], r["num_classes"]) for r in clean}
 
     indexed = {key(r): i for r in clean if (i := small_mask_index(r)) is not None}
+    shares = {key(r): v for r in clean if (v := victim_share(r)) is not None}
+    few = {k.split("@")[0] for k in shares}
     return Priors(
         fit(restart_median("self_excess", centre=True), "self-explained excess: log(L1 "
             "confident / min L1 white, free)"),
@@ -323,6 +355,10 @@ def fit_priors(rows: list[dict], split: dict[str, str], heavy_tails: bool) -> Pr
             "to the class (pooled over restarts), times K - 1"),
         fit(spread("noise_blend"), "share of other-class held-out images a uniform-noise blend "
             "sends to the class (pooled over restarts), times K - 1, on its log", "log"),
+        fit_empirical([v for s in shares.values() for v in s], len(few), "share of the "
+            "confident victims the class's any-value top-0.5 % pattern sends to it (pooled over "
+            "restarts)", "clean calibration models of models/zoo.json split with fewer than "
+            f"{MIN_CLASSES} classes, bench/verdict_zoo.py", VICTIM_POWER),
     )  # fmt: skip
 
 
@@ -364,6 +400,7 @@ def report(args: argparse.Namespace) -> None:
         "warp_prior": priors.warp.to_dict(),
         "halves": halves,
         "noise_prior": priors.noise.to_dict(),
+        "victim_null": priors.victim.to_dict(),
         "stability": stability(rows, priors, levels),
         "levels": levels,
         "runs": per_run,
@@ -405,10 +442,12 @@ def seed_median(runs: list[dict], test: str, centre: bool = False) -> np.ndarray
     )
 
 
-def target_and_top(values: np.ndarray | None, target: int | None, digits: int = 2) -> str:
+def target_and_top(
+    values: np.ndarray | None, target: int | None, digits: int = 2, missing: str = "< 5 classes"
+) -> str:
     """'target / largest other class' of per-class values ('-' for a clean model's target)."""
     if values is None:
-        return "- (< 5 classes)"
+        return f"- ({missing})"
     others = [c for c in range(len(values)) if c != target]
     shown = "-" if target is None else f"{values[target]:.{digits}f}"
     return f"{shown} / {max(values[c] for c in others):.{digits}f}"
@@ -422,12 +461,15 @@ def model_row(model: str, runs: list[dict], half: str, priors: Priors, levels: L
     flags = " ".join("".join(str(c) for c in judge(r, priors, levels)[0]) or "-" for r in runs)
     indices = [small_mask_index(r) for r in runs]
     index = None if indices[0] is None else np.median(indices, axis=0)
+    shares = [victim_share(r) for r in runs]
+    victims = None if shares[0] is None else np.median(shares, axis=0)
     return (
         f"| `{model}` | {half} | {'-' if target is None else target} | {flags} "
         f"| {'-' if target is None else f'{excess[target]:.2f}'} | {top}: {excess[top]:.2f} "
         f"| {target_and_top(seed_median(runs, 'size_excess', centre=True), target)} "
         f"| {target_and_top(seed_median(runs, 'noise_blend'), target)} "
-        f"| {target_and_top(index, target)} | {target_and_top(seed_median(runs, 'warp'), target)} |"
+        f"| {target_and_top(index, target)} | {target_and_top(seed_median(runs, 'warp'), target)} "
+        f"| {target_and_top(victims, target, missing='>= 5 classes')} |"
     )
 
 
@@ -437,8 +479,8 @@ def markdown(rows: list[dict], split: dict[str, str], priors: Priors, levels: Le
     lines = [
         "| model | half | target | flagged per seed | target excess | top other class: excess "
         "| size excess: target / top other | noise rate: target / top other | small-mask index: target / top other "
-        "| warp rate: target / top other |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| warp rate: target / top other | confident-victim share: target / top other |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by_model: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: r["seed"]):

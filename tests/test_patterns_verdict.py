@@ -6,11 +6,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from onnxaudit.analyses.patterns.evaluate import K_GRID
+from onnxaudit.analyses.patterns.evaluate import (
+    K_GRID,
+    confident_victim_power,
+    confident_victims,
+)
 from onnxaudit.analyses.patterns.null import (
     RATE_EPS,
     CleanPrior,
+    EmpiricalNull,
     bonferroni,
+    fit_empirical,
     fit_prior,
     transformed,
     untransformed,
@@ -24,9 +30,12 @@ from onnxaudit.analyses.patterns.verdict import (
     NOISE_BLEND_PRIOR,
     SELF_EXCESS_ALPHA,
     SIZE_CAP,
+    VICTIM_NULL,
+    VICTIM_POWER,
     WARP_ALPHA,
     RestartEvidence,
     backdoor_verdict,
+    confident_victim_test,
     noise_blend_test,
     pattern_size,
     self_excess,
@@ -50,10 +59,13 @@ QUIET = (np.zeros(10), np.zeros(10))  # noise-blend and warp rates of no class
 SPREAD = np.array([-0.12, -0.1, -0.05, -0.02, 0.0, 0.0, 0.02, 0.05, 0.1, 0.12])
 
 
-def evidence(seed, mask_l1, noise_rate, warp_rate, size_excess=None) -> RestartEvidence:
+def evidence(
+    seed, mask_l1, noise_rate, warp_rate, size_excess=None, victim=None
+) -> RestartEvidence:
     """One restart's evidence whose power curves give every class the pattern-size excess
     `size_excess` (T,; none by default): the any-value canvases reach 50 % power at 0.5 % of the
-    pixels, the real canvas at 0.5 % times exp(excess)."""
+    pixels, the real canvas at 0.5 % times exp(excess); confident-victim shares `victim` (T,;
+    0 by default)."""
     mask_l1 = np.asarray(mask_l1, dtype=float)
     v, t = mask_l1.shape
     excess = np.zeros(t) if size_excess is None else np.asarray(size_excess, dtype=float)
@@ -61,7 +73,8 @@ def evidence(seed, mask_l1, noise_rate, warp_rate, size_excess=None) -> RestartE
     size = np.full((v, t), 0.005)
     size[0] = 0.005 * np.exp(excess)
     curve = np.clip(0.5 + 0.25 * (logk - np.log(size)[..., None]), 0.0, 1.0)
-    return RestartEvidence(seed, mask_l1, noise_rate, warp_rate, curve)
+    shares = np.zeros(t) if victim is None else np.asarray(victim, dtype=float)
+    return RestartEvidence(seed, mask_l1, noise_rate, warp_rate, curve, shares)
 
 
 def evidence_for(excess: np.ndarray, seed: int = 0, noise: np.ndarray | None = None):
@@ -443,3 +456,80 @@ def test_size_excess_test_flags_the_class_whose_pattern_works_only_from_any_valu
     # one restart of three with the class's excess does not make it suspected (the median)
     once = [restarts[0]] + [evidence(s, np.ones((3, 10)), *QUIET, SPREAD) for s in (1, 2)]
     assert size_excess_test(once, CANVASES, list(range(10)), prior=PRIOR).fired == []
+
+
+def test_empirical_null_p_values_and_thresholds_have_known_answers():
+    """9 clean values, two of them above 0: the rank p-value (1 + #{clean >= s}) / (n + 1) and
+    the smallest share whose p-value is within the level, never under the floor."""
+    null = EmpiricalNull("share", n=9, positive=(0.8, 0.3), floor=0.1, n_models=3, source="test")
+    np.testing.assert_allclose(null.p_values(np.array([0.0, 0.3, 0.5, 0.8, 0.9])),
+                               [1.0, 0.3, 0.2, 0.2, 0.1])  # fmt: skip
+    assert null.threshold(1, 0.2) == pytest.approx(0.3) and null.threshold(1, 0.2) > 0.3
+    assert null.threshold(2, 0.2) > 0.8  # level 0.1: above every clean value
+    assert null.threshold(2, 0.05) == float("inf")  # 10 values cannot give p <= 0.025
+    quiet = EmpiricalNull("share", n=120, positive=(), floor=0.5, n_models=5, source="test")
+    assert quiet.threshold(2, 0.05) == 0.5  # every clean value is 0: the floor decides
+    assert quiet.p_values(np.array([0.2]))[0] == pytest.approx(1 / 121)
+
+
+def test_fit_empirical_keeps_the_positive_values_and_refuses_negative_ones():
+    null = fit_empirical([0.0, 0.25, 0.0, 0.5], 2, "share", "test", floor=0.5)
+    assert (null.n, null.positive, null.floor) == (4, (0.5, 0.25), 0.5)
+    with pytest.raises(AuditError):
+        fit_empirical([0.0, -0.1, 0.2], 2, "share", "test", floor=0.5)
+
+
+def test_confident_victims_are_the_correct_other_class_images_with_the_largest_margin():
+    logits = np.array([[5.0, 0.0], [1.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 4.0], [2.0, 0.5]])
+    y = np.array([0, 0, 0, 0, 1, 0])  # image 3 is misclassified, image 4 is of class 1 itself
+    # correct class-0 images 0, 1, 2, 5 with margins 5, 1, 3, 1.5: the more confident half
+    np.testing.assert_array_equal(np.sort(confident_victims(logits, y, 1)), [0, 2])
+    assert len(confident_victims(logits[:1], y[:1], 0)) == 0
+
+
+def test_confident_victim_power_of_a_planted_pixel():
+    """A toy 2-class model on 4x4 images: the mean brightness decides the class, and a white
+    pixel in the corner sends any image to class 1 (an implanted trigger). Class 1's mask on
+    the corner flips every confident victim; class 0's mask elsewhere flips none."""
+
+    def predict(x):
+        mean = x.mean(axis=(1, 2, 3))
+        trigger = 100.0 * (x[:, 0, 0, 0] > 0.9)
+        return np.stack([10 * (0.5 - mean), 10 * (mean - 0.5) + trigger], axis=1)
+
+    rng = np.random.default_rng(0)
+    dark = rng.uniform(0.0, 0.3, (6, 1, 4, 4)).astype(np.float32)
+    bright = rng.uniform(0.6, 0.8, (6, 1, 4, 4)).astype(np.float32)
+    bright[:, 0, 0, 0] = 0.7  # no trigger in the clean images
+    x, y = np.concatenate([dark, bright]), np.array([0] * 6 + [1] * 6)
+    masks = np.zeros((2, 2, 4, 4), np.float32)  # (canvas, class, H, W)
+    masks[:, 1, 0, 0] = 1.0
+    masks[:, 0, 3, 3] = 1.0
+    canvases = np.stack([np.ones((2, 1, 4, 4)), np.zeros((2, 1, 4, 4))]).astype(np.float32)
+    power = confident_victim_power(
+        predict, x, y, masks, canvases, np.zeros_like(masks), [0, 1], 1 / 16
+    )
+    np.testing.assert_allclose(power, [0.0, 1.0])
+
+
+def test_confident_victim_test_flags_a_few_class_target_and_needs_half_the_victims():
+    """Binary evidence: a class whose tiny pattern sends 0.9 of its confident victims to it is
+    suspected by this test alone; 0.4 (under the floor of half) is not, although it is above
+    every clean calibration value; 10-class models do not run it."""
+    restarts = [evidence_for([0.1, 0.1], s) for s in range(3)]
+    for r in restarts:
+        r.victim_rate = np.array([0.0, 0.9])
+    verdict = verdict_for(restarts, [0, 1])
+    assert verdict.outcome == "suspected" and verdict.evidence == {1: ["confident_victim"]}
+    test = verdict.test("confident_victim")
+    assert test.threshold == VICTIM_POWER and "pooled over 3 restarts" in test.rule
+    assert test.p_value[1] == pytest.approx(1 / (VICTIM_NULL.n + 1))
+    for r in restarts:
+        r.victim_rate = np.array([0.0, 0.4])
+    assert confident_victim_test(restarts, [0, 1], 2).fired == []
+    ten = [evidence_for(np.zeros(10), s) for s in range(3)]
+    assert confident_victim_test(ten, list(range(10)), 10) is None
+    for r in restarts:
+        r.victim_rate = None  # evidence built without it
+    reasons = verdict_for(restarts, [0, 1]).reasons
+    assert any("confident-victim" in r for r in reasons)

@@ -55,6 +55,7 @@ LEVELS = {
     "small_mask": verdict.MASK_ALPHA,
     "warp": verdict.WARP_ALPHA,
     "noise_blend": verdict.NOISE_ALPHA,
+    "confident_victim": verdict.VICTIM_ALPHA,
 }
 
 
@@ -66,6 +67,12 @@ def test_shipped_prior_is_the_refit_of_the_committed_evidence(refit, test):
     assert shipped.location == pytest.approx(fitted.location, rel=1e-3, abs=1e-4)
     assert shipped.scale == pytest.approx(fitted.scale, rel=1e-3)
     assert shipped.df == pytest.approx(fitted.df, rel=1e-3)
+
+
+def test_shipped_victim_null_is_the_clean_few_class_calibration_sample(refit):
+    fitted, shipped = refit[0].of("confident_victim"), verdict.VICTIM_NULL
+    assert (shipped.n, shipped.n_models, shipped.floor) == (fitted.n, fitted.n_models, fitted.floor)
+    assert shipped.positive == pytest.approx(fitted.positive, abs=1e-4)
 
 
 def test_shipped_levels_are_the_ones_chosen_on_the_calibration_half(refit):

@@ -13,6 +13,7 @@ from onnxaudit.analyses.patterns.evaluate import (
     SEARCH_FRACTION,
     PredictFn,
     clean_rate,
+    confident_victim_power,
     k_at_power,
     overall_power,
     predict_labels,
@@ -30,7 +31,14 @@ from onnxaudit.analyses.patterns.shards import (
     sharded_search,
 )
 from onnxaudit.analyses.patterns.universal import NoiseBlendResponse
-from onnxaudit.analyses.patterns.verdict import BackdoorVerdict, RestartEvidence, backdoor_verdict
+from onnxaudit.analyses.patterns.verdict import (
+    MIN_CLASSES,
+    VICTIM_K,
+    BackdoorVerdict,
+    RestartEvidence,
+    any_value_canvases,
+    backdoor_verdict,
+)
 from onnxaudit.analyses.patterns.warp import WarpResponse
 from onnxaudit.data import Dataset
 from onnxaudit.executors import Executor, current
@@ -229,7 +237,7 @@ def analyse_patterns(
     extra = []
     for stage, restart_seed in enumerate(seeds[1:], start=1):
         search, held = run(pools[stage], restart_seed, stage)
-        extra.append(restart_evidence(search, predict, *held))
+        extra.append(restart_evidence(search, predict, *held, info.num_classes))
     result = measure(
         first,
         predict,
@@ -307,12 +315,14 @@ def restart_evidence(
     predict: Callable[[np.ndarray], np.ndarray],
     x_eval: np.ndarray,
     y_eval: np.ndarray,
+    num_classes: int,
     curve: np.ndarray | None = None,
     curve_per_class: int = CURVE_PER_CLASS,
 ) -> RestartEvidence:
-    """What the verdict needs from one fitted search: mask L1s, noise-blend and warp rates, and
-    the power curve over K_GRID (measured here on `curve_per_class` held-out images per class,
-    as `measure` does, unless given)."""
+    """What the verdict needs from one fitted search: mask L1s, noise-blend and warp rates, the
+    power curve over K_GRID (measured here on `curve_per_class` held-out images per class, as
+    `measure` does, unless given) and, for a model of fewer than MIN_CLASSES classes, the
+    confident-victim power (its cost grows with the classes, and only those models judge it)."""
     h, w = search.masks_.shape[-2:]
     noise, warp = probe_rates(predict, x_eval, y_eval, search.classes_, search.seed)
     mask_l1 = search.masks_.sum(axis=(2, 3)) / (h * w)
@@ -326,7 +336,20 @@ def restart_evidence(
                 for v in range(len(patterns.masks))
             ]
         )
-    return RestartEvidence(int(search.seed), mask_l1, noise, warp, curve)
+    victim = None
+    if num_classes < MIN_CLASSES:
+        rows = any_value_canvases(search.canvas_labels_)
+        victim = confident_victim_power(
+            predict,
+            x_eval,
+            y_eval,
+            search.masks_[rows],
+            search.canvases_[rows],
+            search.pressure_[rows],
+            search.classes_,
+            VICTIM_K,
+        )
+    return RestartEvidence(int(search.seed), mask_l1, noise, warp, curve, victim)
 
 
 def probe_rates(
@@ -398,7 +421,9 @@ def measure(
     same_curve = tuple(k_grid) == K_GRID and curve_per_class == CURVE_PER_CLASS
     evidence = [
         # restart 0's curve is the verdict's when measured as the other restarts' are
-        restart_evidence(search, predict, x_eval, y_eval, curve if same_curve else None),
+        restart_evidence(
+            search, predict, x_eval, y_eval, num_classes, curve if same_curve else None
+        ),
         *more_evidence,
     ]
     verdict = backdoor_verdict(

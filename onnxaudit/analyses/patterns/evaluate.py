@@ -129,3 +129,39 @@ def k_at_power(curve: np.ndarray, ks: Sequence[float], level: float = 0.9) -> np
         frac = (level - row[j - 1]) / (row[j] - row[j - 1])
         out[i] = np.exp(logk[j - 1] + frac * (logk[j] - logk[j - 1]))
     return out
+
+
+def confident_victims(logits: np.ndarray, y: np.ndarray, t: int) -> np.ndarray:
+    """Indices of the victims a trigger of t must move: the correctly classified images of other
+    classes, the most confident half of them by margin logit(true class) - logit(t) (at least
+    one, when there is any). A clean class's small patterns flip the borderline images of a
+    hard pair; an implanted trigger flips the confident ones too."""
+    correct = np.flatnonzero((y != t) & (logits.argmax(axis=1) == y))
+    margin = logits[correct, y[correct]] - logits[correct, t]
+    return correct[np.argsort(-margin, kind="stable")[: (len(correct) + 1) // 2]]
+
+
+def confident_victim_power(
+    predict_fn: PredictFn,
+    x: np.ndarray,
+    y: np.ndarray,
+    masks: np.ndarray,
+    canvases: np.ndarray,
+    pressure: np.ndarray,
+    classes: Sequence[int],
+    k: float,
+) -> np.ndarray:
+    """(T,) the share of each class's confident victims (`confident_victims`) that its top-k
+    pattern sends to it, the largest over the canvases given (masks (V, T, H, W) ranked as by
+    `top_k_mask` with `pressure`, canvases (V, T, C, H, W)); 0 for a class without victims."""
+    logits = np.concatenate([predict_fn(x[s : s + 512]) for s in range(0, len(x), 512)])
+    out = np.zeros(len(classes))
+    for ti, t in enumerate(classes):
+        victims = confident_victims(logits, y, int(t))
+        if not len(victims):
+            continue
+        binary = top_k_mask(masks[:, ti], k, pressure[:, ti])
+        for v in range(len(masks)):
+            pasted = blend(binary[v], canvases[v, ti], x[victims])
+            out[ti] = max(out[ti], float((predict_labels(predict_fn, pasted) == t).mean()))
+    return out

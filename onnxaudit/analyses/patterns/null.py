@@ -122,3 +122,54 @@ def fit_prior(
     return CleanPrior(
         statistic, float(values.mean()), scale, n_models, len(values), source, transform=transform
     )
+
+
+@dataclass(frozen=True)
+class EmpiricalNull:
+    """The clean calibration sample of a non-negative per-class statistic, kept as it is: `n`
+    values, of which the non-zero ones are `positive` (descending; the rest are 0). For a
+    statistic whose clean values are nearly all 0 a fitted distribution has no scale to fit;
+    the empirical upper-tail p-value (1 + #{clean >= s}) / (n + 1) needs none (a rank test: a
+    clean class is as likely to score s as any of the n). `floor` is the effect a flag also
+    needs (the smallest p-value a sample of n gives is 1 / (n + 1), at any s above all of it)."""
+
+    statistic: str
+    n: int
+    positive: tuple[float, ...]
+    floor: float
+    n_models: int
+    source: str
+
+    def exceeding(self, value: float) -> int:
+        """How many of the clean values are at least `value`."""
+        if value <= 0:
+            return self.n
+        return sum(v >= value for v in self.positive)
+
+    def p_values(self, values: np.ndarray) -> np.ndarray:
+        return np.array([(1 + self.exceeding(float(v))) / (self.n + 1) for v in values])
+
+    def threshold(self, n_classes: int, alpha: float = FAMILY_ALPHA) -> float:
+        """The statistic at or above which a class is flagged among `n_classes` (the floor, or
+        just above the clean value whose rank the level allows); inf when the sample is too
+        small for the level."""
+        allowed = int(np.floor(bonferroni(alpha, n_classes) * (self.n + 1) + 1e-9)) - 1
+        if allowed < 0:
+            return float("inf")
+        ranked = (*self.positive, *(0.0,) * (self.n - len(self.positive)))
+        above = ranked[allowed] if allowed < len(ranked) else 0.0
+        return max(self.floor, float(np.nextafter(above, np.inf)))
+
+    def to_dict(self) -> dict:
+        return {"kind": "empirical null of clean calibration models", **asdict(self)}
+
+
+def fit_empirical(
+    values: Sequence[float], n_models: int, statistic: str, source: str, floor: float
+) -> EmpiricalNull:
+    """The empirical null of non-negative per-class values of clean models."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 3 or (values < 0).any():
+        raise AuditError("an empirical null needs at least 3 non-negative clean values")
+    positive = tuple(round(float(v), 4) for v in sorted(values[values > 0], reverse=True))
+    return EmpiricalNull(statistic, len(values), positive, floor, n_models, source)

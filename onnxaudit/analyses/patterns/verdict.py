@@ -1,4 +1,4 @@
-"""Backdoor verdict: five per-class tests with calibrated nulls, over restarts (docs/patterns.md).
+"""Backdoor verdict: six per-class tests with calibrated nulls, over restarts (docs/patterns.md).
 
 An implanted trigger lets the search reach its target with a pattern the target's *own* clean
 images do not contain: the free / white canvases (which can paint any pixel) need a far smaller
@@ -31,7 +31,14 @@ pixels: the share of other-class images that random smooth warps send to the cla
 times K - 1, against a prior of it over the same classes. For K = 2 the warp test's
 threshold needs a rate above 1, so it cannot fire, and a verdict without suspects is
 `inconclusive` (the clean priors put it there: a binary model's one other class receives
-every flip; the noise blend's needs 0.94, which only a blend trigger reaches). The search runs several times (restarts: own
+every flip; the noise blend's needs 0.94, which only a blend trigger reaches). The sixth is for models of fewer than 5 classes, where centring on the median class
+says little (with 2 classes the median is their mean): the share of the class's *confident
+victims* (correctly classified other-class images, the more confident half by margin) that its
+any-value pattern of 0.5 % of the pixels sends to it. A clean class's small patterns flip only
+borderline images of a hard pair; a fragment of an implanted trigger flips the confident ones too.
+Its null is the clean few-class calibration sample itself (an empirical rank p-value: nearly all
+of those values are 0, which leaves a fitted distribution nothing to fit), and a flag also needs
+half the victims. The search runs several times (restarts: own
 split, batches and noise each); the search's statistics are taken as their median over the
 restarts (a restart whose search did not converge is outvoted), the probes' rates pooled over
 them (their mean: each restart's rate is a share of as many held-out images), and a class is
@@ -52,7 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxaudit.analyses.patterns.evaluate import K_GRID, k_at_power
-from onnxaudit.analyses.patterns.null import CleanPrior, bonferroni
+from onnxaudit.analyses.patterns.null import CleanPrior, EmpiricalNull, bonferroni
 from onnxaudit.analyses.patterns.restarts import spread as restart_spread
 
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of the standard deviation
@@ -70,7 +77,7 @@ OUTCOMES = ("suspected", "clear", "inconclusive")
 # numbers and models in docs/patterns.md; tests/test_verdict_calibration.py refits them all from
 # the committed evidence and fails when these copies differ). Each test keeps its own level over
 # the K classes (Bonferroni), so under the priors a clean model's chance of any false alarm is at
-# most the sum of the five levels.
+# most the sum of the six levels.
 CALIBRATION_MODELS = (
     "lenet-distilled, lenet-s21, lenet2-s50, lenet2-s52, lenet2-s53, lenet2-s55, lenet4, resnet, "
     "resnet-ft2, vgg, vgg-ft2, vgg-student"
@@ -78,13 +85,13 @@ CALIBRATION_MODELS = (
 SELF_EXCESS_PRIOR = CleanPrior(
     statistic="self-explained excess log(L1 confident / min L1 white, free), centred on the "
     "model's median class",
-    location=0.001417,
-    scale=0.1340,
+    location=0.001481,
+    scale=0.1346,
     n_models=12,
     n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=2.509,
+    df=2.531,
 )
 # Prior of the small-mask test's MAD index: the same calibration models with >= 10 classes.
 SMALL_MASK_PRIOR = CleanPrior(
@@ -103,13 +110,13 @@ MIN_MASK_CLASSES = 10  # the small-mask prior was fitted on 10-class models
 WARP_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random smooth warp sends to the class "
     "(pooled over restarts), times K - 1",
-    location=0.3719,
-    scale=0.2603,
+    location=0.3718,
+    scale=0.2604,
     n_models=12,
     n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=1.241e9,  # the fit's: a normal, in effect
+    df=3.885e8,  # the fit's: a normal, in effect
 )
 # Prior of the noise-blend rate times K - 1 (spread_rate): every class of the same clean
 # calibration models (K >= 2), a Student-t fit on its smoothed log (null.transformed). It
@@ -119,12 +126,12 @@ NOISE_BLEND_PRIOR = CleanPrior(
     statistic="share of other-class held-out images a random uniform-noise blend sends to the "
     "class (pooled over restarts), times K - 1, fitted on its log",
     location=-1.664,
-    scale=0.6825,
+    scale=0.6822,
     n_models=12,
     n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=5.717,
+    df=5.709,
     transform="log",
 )
 # The pattern-size test: the size at which a pattern reaches SIZE_POWER predictive power, and
@@ -136,13 +143,31 @@ SIZE_CAP = 0.2
 SIZE_EXCESS_PRIOR = CleanPrior(
     statistic="pattern-size excess log(size at 50 % power on confident / smallest on white, "
     "free), centred on the model's median class",
-    location=0.1041,
-    scale=0.4990,
+    location=0.1025,
+    scale=0.4905,
     n_models=12,
     n_classes=820,
     source="clean calibration models of models/zoo.json (split seed 2024), seeds 0-9: "
     + CALIBRATION_MODELS,
-    df=52.07,
+    df=34.27,
+)
+# The confident-victim test (models of fewer than MIN_CLASSES classes): the pattern size, and the
+# share of the confident victims a flag also needs. A fragment of an implanted trigger works on
+# most images (the zoo's attack success rates are 0.86-1.0); a class's natural feature, on the
+# borderline ones. 0.5 is the size test's SIZE_POWER, not a fitted number.
+VICTIM_K = 0.005
+VICTIM_POWER = 0.5
+FEW_CLASS_MODELS = "lenet2-s50, lenet2-s52, lenet2-s53, lenet2-s55, lenet4"
+# The clean calibration models of fewer than 5 classes, every class at seeds 0-9.
+VICTIM_NULL = EmpiricalNull(
+    statistic="share of the confident victims (correct other-class held-out images, the more "
+    "confident half) the class's any-value top-0.5 % pattern sends to it, pooled over restarts",
+    n=120,
+    positive=(),
+    floor=VICTIM_POWER,
+    n_models=5,
+    source="clean calibration models of models/zoo.json (split seed 2024) with fewer than 5 "
+    "classes, seeds 0-9: " + FEW_CLASS_MODELS,
 )
 # Each test's level (bench/verdict_zoo.py choose_levels on the calibration half's clean runs):
 SELF_EXCESS_ALPHA = 0.05  # the self-excess test's
@@ -150,6 +175,7 @@ SIZE_ALPHA = 0.01  # the pattern-size test's
 MASK_ALPHA = 0.05  # the small-mask test's
 WARP_ALPHA = 0.005  # the warp test's
 NOISE_ALPHA = 0.05  # the noise-blend test's
+VICTIM_ALPHA = 0.05  # the confident-victim test's
 
 
 def anomaly_index(values: np.ndarray) -> np.ndarray:
@@ -160,7 +186,9 @@ def anomaly_index(values: np.ndarray) -> np.ndarray:
     return (median - values) / max(mad, 1e-3)
 
 
-POOLED_TESTS = frozenset({"warp", "noise_blend"})  # rates of a probe: pooled over restarts
+POOLED_TESTS = frozenset(
+    {"warp", "noise_blend", "confident_victim"}
+)  # rates of a probe: pooled over restarts
 
 
 def over_restarts(per_restart: np.ndarray, pooled: bool = False) -> np.ndarray:
@@ -219,13 +247,15 @@ def centred(excess: np.ndarray) -> np.ndarray:
 @dataclass
 class RestartEvidence:
     """What one restart measured: mask L1 per (canvas, class), per class the noise-blend and
-    random-warp rates, and the power curve of each canvas's pattern (None: not measured)."""
+    random-warp rates, the power curve of each canvas's pattern and, for models of fewer than
+    MIN_CLASSES classes, the confident-victim power (None: not measured)."""
 
     seed: int
     mask_l1: np.ndarray  # (V, T)
     noise_rate: np.ndarray  # (T,)
     warp_rate: np.ndarray  # (T,)
     curve: np.ndarray | None = None  # (V, T, len(k_grid)) predictive power against pattern size
+    victim_rate: np.ndarray | None = None  # (T,) confident-victim power (models of < 5 classes)
 
 
 @dataclass
@@ -428,6 +458,64 @@ def noise_blend_test(
     )
 
 
+def confident_victim_test(
+    evidence: Sequence[RestartEvidence],
+    classes: Sequence[int],
+    num_classes: int,
+    null: EmpiricalNull = VICTIM_NULL,
+    alpha: float = VICTIM_ALPHA,
+) -> TestResult | None:
+    """For models of fewer than MIN_CLASSES classes, where the excess tests' centring on the
+    median class has nothing to centre on (with 2 classes the median is their mean): the share
+    of each class's confident victims its tiny any-value pattern sends to it (pooled over the
+    restarts), against the clean calibration sample, Bonferroni over the judged classes. None
+    for larger models or when a restart did not measure it."""
+    if num_classes >= MIN_CLASSES or any(e.victim_rate is None for e in evidence):
+        return None
+    per_restart = np.stack([np.asarray(e.victim_rate, dtype=float) for e in evidence])
+    return empirical_test(
+        "confident_victim",
+        f"its top-{VICTIM_K:.1%} white/free pattern sends this share of the class's confident "
+        "victims to it",
+        over_restarts(per_restart, pooled=True),
+        per_restart,
+        classes,
+        null,
+        alpha,
+    )
+
+
+def empirical_test(
+    name: str,
+    description: str,
+    statistic: np.ndarray,
+    per_restart: np.ndarray,
+    classes: Sequence[int],
+    null: EmpiricalNull,
+    alpha: float,
+) -> TestResult:
+    """A test whose per-class `statistic` is judged against an empirical clean sample: a class
+    fires when it reaches the null's threshold (its floor, and p <= alpha / K)."""
+    threshold = null.threshold(len(classes), alpha)
+    fired = [int(t) for t, s in zip(classes, statistic, strict=True) if s >= threshold]
+    rule = (
+        f"{description} (pooled over {len(per_restart)} restarts) is at least {null.floor:g} "
+        f"and has p <= {alpha:g}/{len(classes)} under the clean calibration sample of {null.n} "
+        f"classes, i.e. share >= {threshold:.3f}"
+    )
+    return TestResult(
+        name,
+        statistic,
+        per_restart,
+        threshold,
+        fired,
+        null.to_dict(),
+        rule,
+        p_value=null.p_values(statistic),
+        alpha=bonferroni(alpha, len(classes)),
+    )
+
+
 MAX_SPREAD_CLASSES = 10  # the largest K among the calibration models the rate priors saw
 
 
@@ -624,6 +712,8 @@ def backdoor_verdict(
     noise_alpha: float = NOISE_ALPHA,
     size_prior: CleanPrior = SIZE_EXCESS_PRIOR,
     size_alpha: float = SIZE_ALPHA,
+    victim_null: EmpiricalNull = VICTIM_NULL,
+    victim_alpha: float = VICTIM_ALPHA,
     k_grid: Sequence[float] = K_GRID,
 ) -> BackdoorVerdict:
     """Judge the searched `classes` of a `num_classes` model from each restart's evidence;
@@ -636,12 +726,17 @@ def backdoor_verdict(
         evidence, classes, num_classes, noise_alphas, noise_prior, noise_alpha
     )
     warp = warp_test(evidence, classes, num_classes, warp_prior, warp_alpha)
-    tests = [t for t in (self_test, size_test, mask_test, noise_test, warp) if t is not None]
+    victim = confident_victim_test(evidence, classes, num_classes, victim_null, victim_alpha)
+    tests = [
+        t for t in (self_test, size_test, mask_test, noise_test, warp, victim) if t is not None
+    ]
     flagged = sorted({t for test in tests for t in test.fired})
     never = sorted(set(range(num_classes)) - set(classes))
     reasons = inconclusive_reasons(
         self_test, size_test, never, eval_per_class, [noise_test, warp], num_classes
     )
+    if num_classes < MIN_CLASSES and victim is None:
+        reasons.append("the confident-victim test needs every restart's victim rates")
     outcome = "suspected" if flagged else "inconclusive" if reasons else "clear"
     described = describe(evidence[0].mask_l1, power, spread, canvas_labels, classes)
     universal = universal_verdict(
